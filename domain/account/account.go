@@ -1,0 +1,139 @@
+// Package account holds the customer account aggregate: plan, status and
+// the wallet. Every decision that moves a customer's money is made here,
+// against the state folded from the account's own events.
+package account
+
+import (
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/domain/money"
+)
+
+// Plan decides whether an account may call the API at all.
+type Plan string
+
+const (
+	PlanFree     Plan = "free"
+	PlanStandard Plan = "standard"
+	PlanPro      Plan = "pro"
+	PlanAPI      Plan = "api"
+)
+
+// ParsePlan accepts one of the known plans.
+func ParsePlan(s string) (Plan, bool) {
+	switch p := Plan(s); p {
+	case PlanFree, PlanStandard, PlanPro, PlanAPI:
+		return p, true
+	}
+	return "", false
+}
+
+// HasAPIAccess reports whether keys of this plan may generate.
+func (p Plan) HasAPIAccess() bool { return p != PlanFree }
+
+// Status is the account's standing.
+type Status string
+
+const (
+	StatusActive    Status = "active"
+	StatusSuspended Status = "suspended"
+	StatusClosed    Status = "closed"
+)
+
+// ParseStatus accepts one of the known statuses.
+func ParseStatus(s string) (Status, bool) {
+	switch st := Status(s); st {
+	case StatusActive, StatusSuspended, StatusClosed:
+		return st, true
+	}
+	return "", false
+}
+
+// MinTopUp is the smallest amount a top-up may credit.
+var MinTopUp = money.MustParse("10.00")
+
+// TopUp is a recorded credit, remembered by its reference so a repeated
+// request credits once.
+type TopUp struct {
+	ID        string
+	Amount    money.Amount
+	Reference string
+	Seq       uint64 // the account event that recorded it
+}
+
+// Account is the aggregate. Its fields are unexported: state changes only
+// by applying events, and decisions only read it.
+type Account struct {
+	id          string
+	opened      bool
+	email       string
+	ownerUserID string
+	plan        Plan
+	status      Status
+	currency    money.Currency
+
+	available money.Amount
+	held      money.Amount
+
+	topUps map[string]TopUp // by reference
+
+	version uint64 // number of events applied
+}
+
+// New returns the empty aggregate for id, before any event.
+func New(id string) *Account {
+	return &Account{id: id, topUps: make(map[string]TopUp)}
+}
+
+func (a *Account) ID() string               { return a.id }
+func (a *Account) Exists() bool             { return a.opened }
+func (a *Account) Email() string            { return a.email }
+func (a *Account) OwnerUserID() string      { return a.ownerUserID }
+func (a *Account) Plan() Plan               { return a.plan }
+func (a *Account) Status() Status           { return a.status }
+func (a *Account) Currency() money.Currency { return a.currency }
+func (a *Account) Version() uint64          { return a.version }
+
+// Available is what the customer may still spend.
+func (a *Account) Available() money.Amount { return a.available }
+
+// Held is what is reserved for calls in flight.
+func (a *Account) Held() money.Amount { return a.held }
+
+// Balance is the customer's money with the platform: available plus held.
+func (a *Account) Balance() money.Amount { return a.available.Add(a.held) }
+
+// TopUpByReference returns the top-up recorded under reference, if any.
+func (a *Account) TopUpByReference(reference string) (TopUp, bool) {
+	t, ok := a.topUps[reference]
+	return t, ok
+}
+
+// Apply folds one event into the state. It never fails: events are facts,
+// and an event this version does not know is one it has no state for.
+func (a *Account) Apply(e Event) {
+	a.version++
+	switch e := e.(type) {
+	case Opened:
+		a.opened = true
+		a.email = e.Email
+		a.ownerUserID = e.OwnerUserID
+		a.plan = e.Plan
+		a.status = StatusActive
+		a.currency = e.Currency
+	case PlanChanged:
+		a.plan = e.Plan
+	case StatusChanged:
+		a.status = e.Status
+	case ToppedUp:
+		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version}
+		a.applyTransaction(e.Transaction)
+	}
+}
+
+// applyTransaction moves the wallet by the transaction's effect on this
+// account's book accounts, so the wallet is by construction the fold of
+// its postings.
+func (a *Account) applyTransaction(tx journal.Transaction) {
+	a.available = a.available.Add(tx.Effect(journal.Available(a.id)))
+	a.held = a.held.Add(tx.Effect(journal.Held(a.id)))
+}

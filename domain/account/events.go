@@ -1,0 +1,54 @@
+package account
+
+import (
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/domain/money"
+)
+
+// Event names are part of the stored history: they never change, whatever
+// the Go types are called.
+const (
+	EventOpened        = "account.opened"
+	EventPlanChanged   = "account.plan_changed"
+	EventStatusChanged = "account.status_changed"
+	EventToppedUp      = "account.topped_up"
+)
+
+// Event is a fact about one account.
+type Event interface {
+	EventName() string
+}
+
+// Opened starts an account.
+type Opened struct {
+	AccountID   string         `json:"account_id"`
+	Email       string         `json:"email"`
+	OwnerUserID string         `json:"owner_user_id"`
+	Plan        Plan           `json:"plan"`
+	Currency    money.Currency `json:"currency"`
+}
+
+// PlanChanged records a new plan.
+type PlanChanged struct {
+	Plan     Plan `json:"plan"`
+	Previous Plan `json:"previous"`
+}
+
+// StatusChanged records a new status.
+type StatusChanged struct {
+	Status   Status `json:"status"`
+	Previous Status `json:"previous"`
+}
+
+// ToppedUp credits the wallet with money received.
+type ToppedUp struct {
+	TopUpID     string              `json:"topup_id"`
+	Amount      money.Amount        `json:"amount"`
+	Reference   string              `json:"reference"`
+	Transaction journal.Transaction `json:"transaction"`
+}
+
+func (Opened) EventName() string        { return EventOpened }
+func (PlanChanged) EventName() string   { return EventPlanChanged }
+func (StatusChanged) EventName() string { return EventStatusChanged }
+func (ToppedUp) EventName() string      { return EventToppedUp }

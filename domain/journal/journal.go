@@ -1,0 +1,73 @@
+// Package journal holds the double-entry postings that every money movement
+// carries, so that any event stream can be checked for balance on its own.
+package journal
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ledgerd/ledgerd/domain/money"
+)
+
+// Book accounts. A customer's wallet is a liability of the platform split in
+// two: what the customer may spend (available) and what is reserved for
+// calls in flight (held). The platform side records where money came from
+// and where it went.
+const (
+	PlatformCash        = "platform:cash"        // money received (top-ups)
+	PlatformRevenue     = "platform:revenue"     // captured charges
+	PlatformAdjustments = "platform:adjustments" // staff corrections
+)
+
+// Available is the book account of a customer's spendable funds.
+func Available(accountID string) string { return "customer:" + accountID + ":available" }
+
+// Held is the book account of a customer's reserved funds.
+func Held(accountID string) string { return "customer:" + accountID + ":held" }
+
+// Line is one side of a posting: a debit or a credit to a book account.
+type Line struct {
+	Account string       `json:"account"`
+	Debit   money.Amount `json:"debit,omitzero"`
+	Credit  money.Amount `json:"credit,omitzero"`
+}
+
+// Transaction is a balanced set of lines: total debits equal total credits.
+type Transaction []Line
+
+// Move builds the two-line transaction that moves amount from one book
+// account to another: debit the source, credit the destination.
+func Move(from, to string, amount money.Amount) Transaction {
+	return Transaction{{Account: from, Debit: amount}, {Account: to, Credit: amount}}
+}
+
+// ErrUnbalanced is returned by Check for a transaction whose sides differ.
+var ErrUnbalanced = errors.New("transaction unbalanced")
+
+// Check verifies that the transaction is balanced and has no negative line.
+func (t Transaction) Check() error {
+	var debits, credits money.Amount
+	for _, l := range t {
+		if l.Debit.IsNegative() || l.Credit.IsNegative() {
+			return fmt.Errorf("%w: negative line on %s", ErrUnbalanced, l.Account)
+		}
+		debits = debits.Add(l.Debit)
+		credits = credits.Add(l.Credit)
+	}
+	if !debits.Equal(credits) {
+		return fmt.Errorf("%w: debits %s, credits %s", ErrUnbalanced, debits, credits)
+	}
+	return nil
+}
+
+// Effect returns the net change the transaction makes to a credit-normal
+// book account (credits minus debits): how a customer's wallet moves.
+func (t Transaction) Effect(account string) money.Amount {
+	var n money.Amount
+	for _, l := range t {
+		if l.Account == account {
+			n = n.Add(l.Credit).Sub(l.Debit)
+		}
+	}
+	return n
+}

@@ -1,0 +1,44 @@
+// Package validation holds the error that says which input fields are
+// invalid and why, so every layer reports bad input the same way.
+package validation
+
+import "strings"
+
+// FieldError names one invalid field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Error lists every invalid field of one input. Collect them all before
+// returning, so a client fixes its request in one round trip.
+type Error struct {
+	Fields []FieldError
+}
+
+func (e *Error) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Message
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+// Add records an invalid field.
+func (e *Error) Add(field, message string) {
+	e.Fields = append(e.Fields, FieldError{Field: field, Message: message})
+}
+
+// Err returns e when any field was recorded, nil otherwise. It returns the
+// error interface so that a nil result compares equal to nil.
+func (e *Error) Err() error {
+	if e == nil || len(e.Fields) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Field is a one-field error.
+func Field(field, message string) error {
+	return &Error{Fields: []FieldError{{Field: field, Message: message}}}
+}

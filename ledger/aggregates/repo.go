@@ -1,0 +1,494 @@
+// Package aggregates runs commands against event-sourced aggregates: load
+// (from a bounded in-memory cache, else the store), decide, append with the
+// expected sequence, and on a conflict reload and decide again, a bounded
+// number of times.
+//
+// Commands for one aggregate that arrive while an append is in flight are
+// group-committed: the next leader decides all of them, in arrival order,
+// against the state each previous one leaves, and appends their events as
+// one commit. A hot account then costs one store round trip per batch, not
+// per command, and the commands still serialize exactly as if run alone.
+package aggregates
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ledgerd/ledgerd/ledger/codec"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+// State is an aggregate that folds events of type E.
+type State[E codec.Named] interface {
+	Apply(E)
+}
+
+// Meta is who and what caused a command; it goes on every event it makes.
+type Meta struct {
+	Actor         string
+	CorrelationID string // the request id
+	CausationID   string // the command id
+}
+
+// Decide is one command: read state, return the events to append (none to
+// change nothing) or an error that rejects the command and changes nothing.
+// It may run more than once (after a conflict), so it must not have side
+// effects beyond recording its result in variables it closes over.
+type Decide[S any, E any] func(state S) ([]E, error)
+
+// Outcome is what a command appended.
+type Outcome struct {
+	Events    []eventstore.Event // with ids, sequences and hashes
+	StreamSeq uint64             // of the commit holding them; 0 if none
+}
+
+// Config of a repository.
+type Config[S State[E], E codec.Named] struct {
+	Type     string // aggregate type, e.g. "account"
+	Store    eventstore.Store
+	Codec    *codec.Codec[E]
+	New      func(id string) S
+	NewID    func(prefix string) string
+	Now      func() time.Time
+	Logger   *slog.Logger
+	CacheMax int // aggregates kept in memory; default 100,000
+	// MaxBatch bounds how many commands one commit carries.
+	MaxBatch int
+	// OnCommit, if set, is told of every commit this repository appends,
+	// after it is stored.
+	OnCommit func(ref eventstore.Ref, streamSeq uint64)
+}
+
+// Repo runs commands for one aggregate type.
+type Repo[S State[E], E codec.Named] struct {
+	cfg Config[S, E]
+
+	mu      sync.Mutex
+	entries map[string]*list.Element // of *entry
+	lru     *list.List               // front: most recently used
+}
+
+// New returns a repository.
+func New[S State[E], E codec.Named](cfg Config[S, E]) *Repo[S, E] {
+	if cfg.CacheMax == 0 {
+		cfg.CacheMax = 100_000
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Repo[S, E]{cfg: cfg, entries: map[string]*list.Element{}, lru: list.New()}
+}
+
+// maxConflicts bounds how often a batch is re-decided after losing a race
+// to another writer before its commands fail.
+const maxConflicts = 8
+
+// ErrTooManyConflicts: the aggregate is contended beyond maxConflicts.
+var ErrTooManyConflicts = errors.New("aggregate contended: too many concurrent appends")
+
+type entry[S any, E any] struct {
+	id string
+
+	mu        sync.Mutex
+	state     S
+	loaded    bool
+	streamSeq uint64
+	seq       uint64
+	hash      string
+	pending   []*request[S, E]
+	leading   bool
+
+	// observed is the highest stream sequence seen on the stream for this
+	// aggregate. Above streamSeq, another writer has appended: refresh
+	// before trusting a rejection.
+	observed atomic.Uint64
+	// lastAppended mirrors streamSeq for readers that do not take mu.
+	lastAppended atomic.Uint64
+}
+
+func (e *entry[S, E]) stale() bool { return e.observed.Load() > e.streamSeq }
+
+type request[S any, E any] struct {
+	decide Decide[S, E]
+	meta   Meta
+	done   chan result
+	// filled by the leader
+	events []eventstore.Event
+	err    error
+}
+
+type result struct {
+	out Outcome
+	err error
+}
+
+func (r *Repo[S, E]) ref(id string) eventstore.Ref { return eventstore.Ref{Type: r.cfg.Type, ID: id} }
+
+// entry returns the cache entry for id, creating it, and marks it used.
+func (r *Repo[S, E]) entry(id string) *entry[S, E] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.entries[id]; ok {
+		r.lru.MoveToFront(el)
+		return el.Value.(*entry[S, E])
+	}
+	e := &entry[S, E]{id: id}
+	r.entries[id] = r.lru.PushFront(e)
+	for r.lru.Len() > r.cfg.CacheMax {
+		back := r.lru.Back()
+		old := back.Value.(*entry[S, E])
+		// An entry with work in flight stays; its leader still holds it.
+		if !old.mu.TryLock() {
+			break
+		}
+		busy := old.leading || len(old.pending) > 0
+		old.mu.Unlock()
+		if busy {
+			break
+		}
+		r.lru.Remove(back)
+		delete(r.entries, old.id)
+	}
+	return e
+}
+
+// Execute runs one command against aggregate id and returns what it
+// appended. If ctx ends while the command waits in a batch, Execute returns
+// ctx.Err() but the command may still be committed: callers that need to
+// know reload or use an idempotency key.
+func (r *Repo[S, E]) Execute(ctx context.Context, id string, meta Meta, decide Decide[S, E]) (Outcome, error) {
+	e := r.entry(id)
+	req := &request[S, E]{decide: decide, meta: meta, done: make(chan result, 1)}
+	e.mu.Lock()
+	e.pending = append(e.pending, req)
+	lead := !e.leading
+	if lead {
+		e.leading = true
+	}
+	e.mu.Unlock()
+	if lead {
+		r.lead(e)
+	}
+	select {
+	case res := <-req.done:
+		return res.out, res.err
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+// commitTimeout bounds one batch's store work. The leader serves commands
+// of many callers, so it does not run on any one caller's context.
+const commitTimeout = 10 * time.Second
+
+// lead commits batches until no command is pending.
+func (r *Repo[S, E]) lead(e *entry[S, E]) {
+	for {
+		e.mu.Lock()
+		n := min(len(e.pending), r.cfg.MaxBatch)
+		if n == 0 {
+			e.leading = false
+			e.mu.Unlock()
+			return
+		}
+		batch := e.pending[:n:n]
+		e.pending = e.pending[n:]
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		r.commit(ctx, e, batch) // e.mu held: state is ours until the batch is done
+		cancel()
+		e.mu.Unlock()
+	}
+}
+
+// commit decides and appends one batch; e.mu is held.
+func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*request[S, E]) {
+	refreshed := false
+	for attempt := 0; ; attempt++ {
+		if !e.loaded {
+			if err := r.reload(ctx, e); err != nil {
+				r.failAll(batch, err)
+				return
+			}
+		}
+		events, rejected := r.decideAll(e, batch)
+		if rejected && e.stale() && !refreshed {
+			// A rejection against state another instance has moved on
+			// from may be wrong (a top-up we have not seen): refresh once
+			// and decide again.
+			refreshed = true
+			e.loaded = false
+			continue
+		}
+		if len(events) == 0 {
+			r.reply(batch, 0)
+			return
+		}
+		commitID := r.cfg.NewID("cmt")
+		if len(batch) == 1 && batch[0].meta.CausationID != "" {
+			commitID = batch[0].meta.CausationID
+		}
+		head := eventstore.Chain(e.seq, e.hash, events)
+		c := eventstore.Commit{ID: commitID, Aggregate: r.ref(e.id), Events: events}
+		seqs, err := r.cfg.Store.Append(ctx, eventstore.Append{Expected: e.streamSeq, Commit: c})
+		if err == nil {
+			e.streamSeq, e.seq, e.hash = seqs[0], c.LastSeq(), head
+			e.lastAppended.Store(seqs[0])
+			if r.cfg.OnCommit != nil {
+				r.cfg.OnCommit(c.Aggregate, seqs[0])
+			}
+			r.reply(batch, seqs[0])
+			return
+		}
+		// The state now holds events that may not be stored: rebuild it.
+		e.loaded = false
+		switch {
+		case errors.Is(err, eventstore.ErrConflict) && attempt < maxConflicts:
+			continue
+		case errors.Is(err, eventstore.ErrConflict):
+			r.failAll(batch, fmt.Errorf("%w: %s", ErrTooManyConflicts, e.id))
+			return
+		case errors.Is(err, eventstore.ErrUnavailable):
+			// The outcome is unknown: the commit may have been stored
+			// before the connection failed. Reloading tells.
+			if seq, ok := r.reloadFinding(ctx, e, commitID); ok {
+				r.reply(batch, seq)
+				return
+			}
+			r.failAll(batch, err)
+			return
+		default:
+			r.failAll(batch, err)
+			return
+		}
+	}
+}
+
+// decideAll runs each command against the state left by the ones before
+// it, applying accepted events as it goes, and returns every event to
+// append. A rejected command records its error and changes nothing.
+func (r *Repo[S, E]) decideAll(e *entry[S, E], batch []*request[S, E]) (all []eventstore.Event, rejected bool) {
+	now := r.cfg.Now().UTC()
+	for _, req := range batch {
+		req.events, req.err = nil, nil
+		evs, err := req.decide(e.state)
+		if err != nil {
+			req.err = err
+			rejected = true
+			continue
+		}
+		for _, ev := range evs {
+			name, version, data, err := r.cfg.Codec.Encode(ev)
+			if err != nil {
+				// A bug, not bad input: the event type is unregistered.
+				panic(err)
+			}
+			req.events = append(req.events, eventstore.Event{
+				ID: r.cfg.NewID("evt"), Type: name, Version: version,
+				AggregateType: r.cfg.Type, AggregateID: e.id,
+				OccurredAt: now, Actor: req.meta.Actor,
+				CausationID: req.meta.CausationID, CorrelationID: req.meta.CorrelationID,
+				Data: data,
+			})
+			e.state.Apply(ev)
+		}
+		all = append(all, req.events...)
+	}
+	// Chain fills sequences and hashes in place; point each request's
+	// slice at the chained copies.
+	if len(all) > 0 {
+		i := 0
+		for _, req := range batch {
+			n := len(req.events)
+			req.events = all[i : i+n : i+n]
+			i += n
+		}
+	}
+	return all, rejected
+}
+
+func (r *Repo[S, E]) reply(batch []*request[S, E], streamSeq uint64) {
+	for _, req := range batch {
+		if req.err != nil {
+			req.done <- result{err: req.err}
+			continue
+		}
+		out := Outcome{Events: req.events}
+		if len(req.events) > 0 {
+			out.StreamSeq = streamSeq
+		}
+		req.done <- result{out: out}
+	}
+}
+
+func (r *Repo[S, E]) failAll(batch []*request[S, E], err error) {
+	for _, req := range batch {
+		req.done <- result{err: err}
+	}
+}
+
+// reload rebuilds the entry's state from the store.
+func (r *Repo[S, E]) reload(ctx context.Context, e *entry[S, E]) error {
+	_, err := r.load(ctx, e, "")
+	return err
+}
+
+func (r *Repo[S, E]) reloadFinding(ctx context.Context, e *entry[S, E], commitID string) (uint64, bool) {
+	seq, err := r.load(ctx, e, commitID)
+	if err != nil {
+		return 0, false
+	}
+	return seq, seq != 0
+}
+
+// load folds every stored event into a fresh state. If find is set, it
+// returns the stream sequence of the commit with that id, if stored.
+func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uint64, error) {
+	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), 0)
+	if err != nil {
+		return 0, err
+	}
+	state := r.cfg.New(e.id)
+	var streamSeq, seq, found uint64
+	var hash string
+	for _, c := range commits {
+		for _, ev := range c.Events {
+			if ev.Seq != seq+1 {
+				return 0, fmt.Errorf("aggregates: %s/%s: event %s at seq %d, want %d", r.cfg.Type, e.id, ev.ID, ev.Seq, seq+1)
+			}
+			d, err := r.cfg.Codec.Decode(ev.Type, ev.Version, ev.Data)
+			if err != nil {
+				return 0, fmt.Errorf("aggregates: %s/%s seq %d: %w", r.cfg.Type, e.id, ev.Seq, err)
+			}
+			state.Apply(d)
+			seq, hash = ev.Seq, ev.Hash
+		}
+		streamSeq = c.StreamSeq
+		if find != "" && c.ID == find {
+			found = c.StreamSeq
+		}
+	}
+	e.state, e.loaded = state, true
+	e.streamSeq, e.seq, e.hash = streamSeq, seq, hash
+	return found, nil
+}
+
+// Read runs fn on the aggregate's current state, first bringing the state
+// up to date with the store (one round trip for what is new). fn must not
+// keep the state.
+func (r *Repo[S, E]) Read(ctx context.Context, id string, fn func(S)) error {
+	e := r.entry(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := r.refresh(ctx, e); err != nil {
+		return err
+	}
+	fn(e.state)
+	return nil
+}
+
+// ReadCached runs fn on the cached state without a store round trip when
+// the aggregate is cached and not known to be stale; otherwise as Read.
+func (r *Repo[S, E]) ReadCached(ctx context.Context, id string, fn func(S)) error {
+	e := r.entry(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.loaded || e.stale() {
+		if err := r.refresh(ctx, e); err != nil {
+			return err
+		}
+	}
+	fn(e.state)
+	return nil
+}
+
+// refresh applies commits stored after the cached position; e.mu is held.
+func (r *Repo[S, E]) refresh(ctx context.Context, e *entry[S, E]) error {
+	if !e.loaded {
+		_, err := r.load(ctx, e, "")
+		return err
+	}
+	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), e.streamSeq)
+	if err != nil {
+		return err
+	}
+	for _, c := range commits {
+		for _, ev := range c.Events {
+			d, err := r.cfg.Codec.Decode(ev.Type, ev.Version, ev.Data)
+			if err != nil {
+				e.loaded = false
+				return fmt.Errorf("aggregates: %s/%s seq %d: %w", r.cfg.Type, e.id, ev.Seq, err)
+			}
+			e.state.Apply(d)
+			e.seq, e.hash = ev.Seq, ev.Hash
+		}
+		e.streamSeq = c.StreamSeq
+	}
+	return nil
+}
+
+// Observe tells the repository that a commit was stored for id at
+// streamSeq (seen on the stream). If the cached state is behind it, the
+// next rejection re-checks against the store before it is believed.
+func (r *Repo[S, E]) Observe(id string, streamSeq uint64) {
+	r.mu.Lock()
+	el, ok := r.entries[id]
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	e := el.Value.(*entry[S, E])
+	for {
+		cur := e.observed.Load()
+		if streamSeq <= cur || e.observed.CompareAndSwap(cur, streamSeq) {
+			return
+		}
+	}
+}
+
+// NewCommit encodes events for a new aggregate (chained from its start),
+// for commits that must be appended atomically with other aggregates'.
+// After appending, call Observe so a cached empty state is not trusted.
+func (r *Repo[S, E]) NewCommit(id string, meta Meta, evs []E) (eventstore.Commit, error) {
+	now := r.cfg.Now().UTC()
+	out := make([]eventstore.Event, 0, len(evs))
+	for _, ev := range evs {
+		name, version, data, err := r.cfg.Codec.Encode(ev)
+		if err != nil {
+			return eventstore.Commit{}, err
+		}
+		out = append(out, eventstore.Event{
+			ID: r.cfg.NewID("evt"), Type: name, Version: version,
+			AggregateType: r.cfg.Type, AggregateID: id, OccurredAt: now,
+			Actor: meta.Actor, CausationID: meta.CausationID, CorrelationID: meta.CorrelationID,
+			Data: data,
+		})
+	}
+	eventstore.Chain(0, "", out)
+	return eventstore.Commit{ID: r.cfg.NewID("cmt"), Aggregate: r.ref(id), Events: out}, nil
+}
+
+// LastStreamSeq is the stream sequence of the last commit this instance
+// knows for id (0 if not cached): what a read must wait for to show this
+// instance's writes.
+func (r *Repo[S, E]) LastStreamSeq(id string) uint64 {
+	r.mu.Lock()
+	el, ok := r.entries[id]
+	r.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	e := el.Value.(*entry[S, E])
+	return max(e.observed.Load(), e.lastAppended.Load())
+}

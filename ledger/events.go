@@ -1,0 +1,32 @@
+package ledger
+
+import (
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/user"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+)
+
+// Aggregate types: the second token of every subject.
+const (
+	TypeAccount = "account"
+	TypeUser    = "user"
+)
+
+// AccountCodec lists every account event and its current schema version.
+// Bumping a version needs an upcaster from the previous one and a new
+// golden file in testdata/events.
+func AccountCodec() *codec.Codec[account.Event] {
+	c := codec.New[account.Event]()
+	codec.Register[account.Event, account.Opened](c, 1)
+	codec.Register[account.Event, account.PlanChanged](c, 1)
+	codec.Register[account.Event, account.StatusChanged](c, 1)
+	codec.Register[account.Event, account.ToppedUp](c, 1)
+	return c
+}
+
+// UserCodec lists every user event.
+func UserCodec() *codec.Codec[user.Event] {
+	c := codec.New[user.Event]()
+	codec.Register[user.Event, user.Registered](c, 1)
+	return c
+}

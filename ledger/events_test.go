@@ -1,0 +1,83 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/user"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// samples holds one value of every event type at its current version.
+// Their golden files are the stored format: a change to a struct that
+// alters them breaks every replay and must come with a new version and an
+// upcaster instead.
+var accountSamples = []account.Event{
+	account.Opened{AccountID: "acc_01", Email: "a@example.com", OwnerUserID: "usr_01", Plan: account.PlanStandard, Currency: money.USD},
+	account.PlanChanged{Plan: account.PlanPro, Previous: account.PlanStandard},
+	account.StatusChanged{Status: account.StatusSuspended, Previous: account.StatusActive},
+	account.ToppedUp{TopUpID: "top_01", Amount: money.MustParse("25.00"), Reference: "inv-1",
+		Transaction: journal.Move(journal.PlatformCash, journal.Available("acc_01"), money.MustParse("25.00"))},
+}
+
+var userSamples = []user.Event{
+	user.Registered{UserID: "usr_01", Email: "a@example.com", Role: user.RoleCustomer, AccountID: "acc_01", PasswordHash: "$2a$10$hash"},
+}
+
+func TestGoldenEvents(t *testing.T) {
+	checkGolden(t, AccountCodec(), accountSamples)
+	checkGolden(t, UserCodec(), userSamples)
+}
+
+func checkGolden[E codec.Named](t *testing.T, c *codec.Codec[E], samples []E) {
+	covered := map[string]bool{}
+	for _, ev := range samples {
+		name, version, data, err := c.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		covered[name] = true
+		path := filepath.Join("testdata", "events", fmt.Sprintf("%s.v%d.json", name, version))
+		var pretty bytes.Buffer
+		_ = json.Indent(&pretty, data, "", "  ")
+		if *update {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, append(pretty.Bytes(), '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		golden, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s: no golden file (run go test ./ledger -update): %v", name, err)
+		}
+		if got := append(pretty.Bytes(), '\n'); !bytes.Equal(got, golden) {
+			t.Errorf("%s v%d encodes as\n%s\nwant golden\n%s", name, version, got, golden)
+		}
+		// The golden bytes decode back into the same event.
+		back, err := c.Decode(name, version, golden)
+		if err != nil {
+			t.Fatalf("decoding golden %s: %v", name, err)
+		}
+		_, _, again, _ := c.Encode(back)
+		if !bytes.Equal(again, data) {
+			t.Errorf("%s: golden does not round-trip: %s vs %s", name, again, data)
+		}
+	}
+	for name := range c.Types() {
+		if !covered[name] {
+			t.Errorf("event %s has no sample and no golden file", name)
+		}
+	}
+}

@@ -1,0 +1,359 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+)
+
+// Message headers. The envelope of each event travels in the body, since
+// one message carries every event of a commit; the headers carry what a
+// consumer needs to route or filter without decoding the body.
+const (
+	HeaderAggregateType = "Ledger-Aggregate-Type"
+	HeaderAggregateID   = "Ledger-Aggregate-Id"
+	HeaderEventTypes    = "Ledger-Event-Types" // comma separated, in order
+)
+
+// JetStreamConfig configures the stream that holds every event.
+type JetStreamConfig struct {
+	Stream        string // default "LEDGER"
+	SubjectPrefix string // default "ledger": subjects are <prefix>.<type>.<id>
+	Replicas      int    // default 1; 3 on a cluster
+	Storage       jetstream.StorageType
+	// Duplicates is JetStream's dedup window for retried publishes. Our own
+	// idempotency lives in the aggregates; this only covers a lost ack.
+	Duplicates time.Duration
+}
+
+func (c *JetStreamConfig) defaults() {
+	if c.Stream == "" {
+		c.Stream = "LEDGER"
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = "ledger"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+}
+
+// JetStream is the Store over a NATS JetStream stream.
+type JetStream struct {
+	js  jetstream.JetStream
+	cfg JetStreamConfig
+}
+
+var _ Store = (*JetStream)(nil)
+
+// OpenJetStream creates or updates the stream and returns the store.
+func OpenJetStream(ctx context.Context, js jetstream.JetStream, cfg JetStreamConfig) (*JetStream, error) {
+	cfg.defaults()
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "ledgerd event store: the source of truth",
+		Subjects:    []string{cfg.SubjectPrefix + ".>"},
+		Storage:     cfg.Storage,
+		Replicas:    cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew, // never drop history to make room
+		Duplicates:  cfg.Duplicates,
+		// History is immutable: no deletes, no purges.
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowDirect:        true, // batched direct gets load aggregates
+		AllowAtomicPublish: true, // commits spanning aggregates
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: creating stream %s: %w", cfg.Stream, classify(err))
+	}
+	return &JetStream{js: js, cfg: cfg}, nil
+}
+
+// Subject is where an aggregate's commits are stored.
+func (s *JetStream) Subject(ref Ref) string {
+	return s.cfg.SubjectPrefix + "." + ref.Type + "." + ref.ID
+}
+
+// StreamName is the name of the underlying stream.
+func (s *JetStream) StreamName() string { return s.cfg.Stream }
+
+// SubjectPrefix is the prefix of every aggregate subject.
+func (s *JetStream) SubjectPrefix() string { return s.cfg.SubjectPrefix }
+
+// ParseSubject returns the aggregate a subject belongs to.
+func (s *JetStream) ParseSubject(subject string) (Ref, bool) {
+	rest, ok := strings.CutPrefix(subject, s.cfg.SubjectPrefix+".")
+	if !ok {
+		return Ref{}, false
+	}
+	typ, id, ok := strings.Cut(rest, ".")
+	if !ok || typ == "" || id == "" {
+		return Ref{}, false
+	}
+	return Ref{Type: typ, ID: id}, true
+}
+
+// loadBatch is how many messages one direct-get request returns.
+const loadBatch = 512
+
+// Load reads the aggregate's commits after stream sequence after.
+func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, error) {
+	if err := checkRef(ref); err != nil {
+		return nil, err
+	}
+	subject := s.Subject(ref)
+	var commits []Commit
+	for {
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
+			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		if err != nil {
+			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
+		}
+		more := false
+		for msg, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
+			}
+			c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: loading %s at stream seq %d: %w", ref, msg.Sequence, err)
+			}
+			commits = append(commits, c)
+			after = msg.Sequence
+			more = msg.Header.Get("Nats-Num-Pending") != "0"
+		}
+		if !more {
+			return commits, nil
+		}
+	}
+}
+
+// Append stores the commits atomically, each only if its aggregate is
+// still at the expected stream sequence.
+func (s *JetStream) Append(ctx context.Context, appends ...Append) ([]uint64, error) {
+	switch len(appends) {
+	case 0:
+		return nil, nil
+	case 1:
+		seq, err := s.appendOne(ctx, appends[0])
+		if err != nil {
+			return nil, err
+		}
+		return []uint64{seq}, nil
+	default:
+		return s.appendAtomic(ctx, appends)
+	}
+}
+
+// publishAttempts bounds retries of a publish whose outcome was not
+// acknowledged (timeout, reconnect): the same message is sent again, and a
+// conflict on a retry is checked against the aggregate's head to tell "we
+// already stored it" from "someone else wrote".
+const publishAttempts = 3
+
+func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
+	msg, err := s.encode(a.Commit)
+	if err != nil {
+		return 0, err
+	}
+	msg.Header.Set(nats.MsgIdHdr, a.Commit.ID)
+	var lastErr error
+	for attempt := range publishAttempts {
+		ack, err := s.js.PublishMsg(ctx, msg,
+			jetstream.WithExpectStream(s.cfg.Stream),
+			jetstream.WithExpectLastSequencePerSubject(a.Expected))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		err = classify(err)
+		if errors.Is(err, ErrConflict) {
+			// JetStream checks the expected sequence before its dedup
+			// window, so a retry of a stored commit reports a conflict;
+			// so does a first attempt racing its own earlier, unacked
+			// publish. Either way the head tells.
+			if seq, ok := s.headIs(ctx, a.Commit.Aggregate, a.Commit.ID); ok {
+				return seq, nil
+			}
+			return 0, err
+		}
+		lastErr = err
+		if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return 0, fmt.Errorf("eventstore: appending to %s: %w", a.Commit.Aggregate, lastErr)
+}
+
+// headIs reports whether the aggregate's last stored commit is commitID.
+func (s *JetStream) headIs(ctx context.Context, ref Ref, commitID string) (uint64, bool) {
+	stream, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return 0, false
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, s.Subject(ref))
+	if err != nil {
+		return 0, false
+	}
+	var c struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(m.Data, &c) != nil || c.ID != commitID {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+func (s *JetStream) appendAtomic(ctx context.Context, appends []Append) ([]uint64, error) {
+	batch, err := jetstreamext.NewBatchPublisher(s.js)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: atomic append: %w", err)
+	}
+	for i, a := range appends {
+		msg, err := s.encode(a.Commit)
+		if err != nil {
+			_ = batch.Discard()
+			return nil, err
+		}
+		// Atomic batches refuse Nats-Msg-Id; the expected sequences give
+		// the same protection against a double write.
+		opts := []jetstreamext.BatchMsgOpt{
+			jetstreamext.WithBatchExpectStream(s.cfg.Stream),
+			jetstreamext.WithBatchExpectLastSequencePerSubject(a.Expected),
+		}
+		if i < len(appends)-1 {
+			err = batch.AddMsg(msg, opts...)
+		} else {
+			var ack *jetstreamext.BatchAck
+			ack, err = batch.CommitMsg(ctx, msg, opts...)
+			if err == nil {
+				// The batch's messages are contiguous in the stream and
+				// the ack names the last one.
+				seqs := make([]uint64, len(appends))
+				for j := range seqs {
+					seqs[j] = ack.Sequence - uint64(len(appends)-1-j)
+				}
+				return seqs, nil
+			}
+		}
+		if err != nil {
+			_ = batch.Discard()
+			return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(err))
+		}
+	}
+	panic("unreachable")
+}
+
+func (s *JetStream) encode(c Commit) (*nats.Msg, error) {
+	if err := checkRef(c.Aggregate); err != nil {
+		return nil, err
+	}
+	if c.ID == "" || len(c.Events) == 0 {
+		return nil, fmt.Errorf("eventstore: commit to %s needs an id and events", c.Aggregate)
+	}
+	types := make([]string, len(c.Events))
+	for i, e := range c.Events {
+		if e.AggregateType != c.Aggregate.Type || e.AggregateID != c.Aggregate.ID {
+			return nil, fmt.Errorf("eventstore: event %s belongs to %s/%s, not %s", e.ID, e.AggregateType, e.AggregateID, c.Aggregate)
+		}
+		types[i] = e.Type
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: encoding commit %s: %w", c.ID, err)
+	}
+	msg := nats.NewMsg(s.Subject(c.Aggregate))
+	msg.Data = body
+	msg.Header.Set(HeaderAggregateType, c.Aggregate.Type)
+	msg.Header.Set(HeaderAggregateID, c.Aggregate.ID)
+	msg.Header.Set(HeaderEventTypes, strings.Join(types, ","))
+	return msg, nil
+}
+
+// DecodeCommit reads a stored message back into a commit. ref may be zero,
+// in which case it is taken from the headers.
+func DecodeCommit(data []byte, hdr nats.Header, streamSeq uint64, stored time.Time, ref Ref) (Commit, error) {
+	var c Commit
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Commit{}, fmt.Errorf("decoding commit: %w", err)
+	}
+	if ref == (Ref{}) {
+		ref = Ref{Type: hdr.Get(HeaderAggregateType), ID: hdr.Get(HeaderAggregateID)}
+	}
+	c.Aggregate = ref
+	c.StreamSeq = streamSeq
+	c.Stored = stored
+	for i := range c.Events {
+		c.Events[i].StreamSeq = streamSeq
+	}
+	return c, nil
+}
+
+func checkRef(r Ref) error {
+	for _, part := range []string{r.Type, r.ID} {
+		if part == "" || strings.ContainsAny(part, ".*> \t\r\n") {
+			return fmt.Errorf("eventstore: invalid aggregate reference %q", r.String())
+		}
+	}
+	return nil
+}
+
+// classify maps JetStream errors onto the store's sentinels, by error code
+// and never by message text.
+func classify(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
+		}
+		if apiErr.Code == 503 {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return err
+	}
+	switch {
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoServers),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
+// SeqString formats a stream sequence for logs and headers.
+func SeqString(seq uint64) string { return strconv.FormatUint(seq, 10) }
+
+// Messages returns how many messages the stream holds (for tests and
+// status pages).
+func (s *JetStream) Messages(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return 0, classify(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, classify(err)
+	}
+	return info.State.Msgs, nil
+}

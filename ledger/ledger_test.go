@@ -1,0 +1,219 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/user"
+	"github.com/ledgerd/ledgerd/domain/validation"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+type env struct {
+	store *eventstore.JetStream
+	l     *ledger.Ledger
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	store, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env{store: store, l: newLedger(t, store)}
+}
+
+func newLedger(t *testing.T, store eventstore.Store) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+var meta = ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+
+func createAccount(t *testing.T, l *ledger.Ledger, email string) ledger.AccountView {
+	t.Helper()
+	acc, err := l.CreateAccount(context.Background(), meta, email, "correct horse", account.PlanStandard)
+	if err != nil {
+		t.Fatalf("create account %s: %v", email, err)
+	}
+	return acc
+}
+
+func TestCreateAccountAndLogin(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	acc := createAccount(t, e.l, "Alice@Example.com")
+	if acc.Plan != account.PlanStandard || acc.Status != account.StatusActive || acc.Email != "alice@example.com" {
+		t.Fatalf("account = %+v", acc)
+	}
+	id, err := e.l.Login(ctx, "alice@example.com", "correct horse")
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	if id.AccountID != acc.ID || id.Role != user.RoleCustomer {
+		t.Fatalf("identity = %+v, want customer of %s", id, acc.ID)
+	}
+	for _, tc := range []struct{ email, pw string }{
+		{"alice@example.com", "wrong password"},
+		{"nobody@example.com", "correct horse"},
+		{"not an email", "correct horse"},
+	} {
+		if _, err := e.l.Login(ctx, tc.email, tc.pw); !errors.Is(err, ledger.ErrBadCredentials) {
+			t.Errorf("login(%s, %s) = %v, want ErrBadCredentials", tc.email, tc.pw, err)
+		}
+	}
+}
+
+func TestCreateAccountEmailTakenWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	createAccount(t, e.l, "bob@example.com")
+	_, err := e.l.CreateAccount(context.Background(), meta, "BOB@example.com", "another password", account.PlanPro)
+	if !errors.Is(err, user.ErrEmailTaken) {
+		t.Fatalf("second account with same email: %v, want ErrEmailTaken", err)
+	}
+	// Staff cannot take a customer's email either.
+	if _, err := e.l.RegisterStaff(context.Background(), meta, "bob@example.com", "password123", user.RoleAdmin); !errors.Is(err, user.ErrEmailTaken) {
+		t.Fatalf("staff with taken email: %v, want ErrEmailTaken", err)
+	}
+	info, err := e.store.Messages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info != 2 {
+		t.Fatalf("stream holds %d messages, want 2 (one user, one account)", info)
+	}
+}
+
+func TestConcurrentTopUpsAreAllCreditedExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "hot@example.com")
+	const workers, each = 16, 20
+	var wg sync.WaitGroup
+	var replays atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				// Every top-up is sent twice, concurrently with everything
+				// else: the second must be recognised as a retry.
+				ref := fmt.Sprintf("ref-%d-%d", w, i)
+				for range 2 {
+					res, err := e.l.TopUp(context.Background(), meta, acc.ID, money.MustParse("10.00"), ref)
+					if err != nil {
+						t.Errorf("top-up %s: %v", ref, err)
+						return
+					}
+					if res.Replayed {
+						replays.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := replays.Load(); got != workers*each {
+		t.Fatalf("replays = %d, want %d", got, workers*each)
+	}
+	// A fresh ledger folds the stored events from nothing.
+	_, w, err := newLedger(t, e.store).Account(context.Background(), acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := money.FromCents(workers * each * 1000)
+	if !w.Available.Equal(want) {
+		t.Fatalf("available = %s, want %s", w.Available, want)
+	}
+}
+
+func TestTwoInstancesStayCorrect(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "shared@example.com")
+	other := newLedger(t, e.store)
+	ctx := context.Background()
+	// Each instance caches the account, then they write alternately: every
+	// write after the first on each side meets a stale cache and must
+	// reload on conflict rather than lose or double a credit.
+	for i := range 10 {
+		l := e.l
+		if i%2 == 1 {
+			l = other
+		}
+		if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("r%d", i)); err != nil {
+			t.Fatalf("top-up %d: %v", i, err)
+		}
+	}
+	// A retry of r0 on the instance that did not make it is still a replay.
+	res, err := other.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "r0")
+	if err != nil || !res.Replayed {
+		t.Fatalf("cross-instance retry = %+v, %v; want replay", res, err)
+	}
+	for _, l := range []*ledger.Ledger{e.l, other, newLedger(t, e.store)} {
+		_, w, err := l.Account(ctx, acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !w.Available.Equal(money.MustParse("100.00")) {
+			t.Fatalf("available = %s, want 100.00", w.Available)
+		}
+	}
+}
+
+func TestTopUpRejectionsChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "carol@example.com")
+	ctx := context.Background()
+	if _, err := e.l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "inv-1"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		id      string
+		amount  string
+		ref     string
+		wantErr error
+		field   string
+	}{
+		{name: "below minimum", id: acc.ID, amount: "9.99", ref: "x", field: "amount"},
+		{name: "negative", id: acc.ID, amount: "-10.00", ref: "x", field: "amount"},
+		{name: "reference reused", id: acc.ID, amount: "11.00", ref: "inv-1", wantErr: account.ErrReferenceReused},
+		{name: "unknown account", id: "acc_00000000000000000000000000", amount: "10.00", ref: "x", wantErr: account.ErrNotFound},
+		{name: "malformed account id", id: "acc.x>", amount: "10.00", ref: "x", wantErr: account.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.l.TopUp(ctx, meta, tt.id, money.MustParse(tt.amount), tt.ref)
+			if tt.field != "" {
+				var verr *validation.Error
+				if !errors.As(err, &verr) || verr.Fields[0].Field != tt.field {
+					t.Fatalf("err = %v, want validation error on %s", err, tt.field)
+				}
+			} else if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+	_, w, err := newLedger(t, e.store).Account(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Available.Equal(money.MustParse("10.00")) {
+		t.Fatalf("available = %s after rejected top-ups, want 10.00", w.Available)
+	}
+}
