@@ -235,10 +235,9 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 			r.reply(batch, 0)
 			return
 		}
+		// Always a fresh id: the head check after a conflict trusts it to
+		// name this commit and no other.
 		commitID := r.cfg.NewID("cmt")
-		if len(batch) == 1 && batch[0].meta.CausationID != "" {
-			commitID = batch[0].meta.CausationID
-		}
 		head := eventstore.Chain(e.seq, e.hash, events)
 		c := eventstore.Commit{ID: commitID, Aggregate: r.ref(e.id), Events: events}
 		seqs, err := r.cfg.Store.Append(ctx, eventstore.Append{Expected: e.streamSeq, Commit: c})

@@ -1,0 +1,253 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/uptrace/bun"
+
+	"github.com/ledgerd/ledgerd/adapters/httpapi"
+	"github.com/ledgerd/ledgerd/adapters/natsembed"
+	"github.com/ledgerd/ledgerd/adapters/pgembed"
+	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/session"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/projections"
+)
+
+// App is a running ledgerd.
+type App struct {
+	cfg Config
+	log *slog.Logger
+
+	natsServer *natsserver.Server
+	nc         *nats.Conn
+	pg         *pgembed.Server
+	db         *bun.DB
+	store      *eventstore.JetStream
+	Ledger     *ledger.Ledger
+	Projs      *projections.Set
+	httpSrv    *http.Server
+	listener   net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// closers run in reverse order on Close.
+	closers []func(context.Context) error
+
+	// Bootstrap is what start-up created or found: logins to print.
+	Bootstrap Bootstrap
+	StartedIn time.Duration
+}
+
+// Start brings ledgerd up. On error, whatever was started is stopped.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
+	began := time.Now()
+	a = &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = a.Close(cctx)
+			a = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return a, fmt.Errorf("data dir: %w", err)
+	}
+	if err := a.startNATS(ctx); err != nil {
+		return a, err
+	}
+	if err := a.startPostgres(ctx); err != nil {
+		return a, err
+	}
+	js, err := jetstream.New(a.nc)
+	if err != nil {
+		return a, err
+	}
+	storage := jetstream.FileStorage
+	a.store, err = eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{
+		Stream: cfg.Stream, Replicas: cfg.StreamReplicas, Storage: storage,
+	})
+	if err != nil {
+		return a, err
+	}
+	a.Ledger, err = ledger.New(a.store, ledger.Config{Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log})
+	if err != nil {
+		return a, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	a.Projs = projections.NewSet(projections.RunnerConfig{
+		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
+		Logger: log, IsTransient: postgres.IsTransient,
+	}, projections.NewAccounts(), projections.NewUsers())
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.Projs.Run(runCtx) }()
+
+	if err := a.startHTTP(); err != nil {
+		return a, err
+	}
+	if a.Bootstrap, err = a.bootstrap(ctx); err != nil {
+		return a, err
+	}
+	a.StartedIn = time.Since(began)
+	return a, nil
+}
+
+func (a *App) startNATS(ctx context.Context) error {
+	if a.cfg.NATSURL == "" {
+		dir := filepath.Join(a.cfg.DataDir, "nats")
+		ns, err := natsembed.Start(natsembed.Config{Dir: dir, Addr: a.cfg.NATSAddr, Logger: a.log})
+		if err != nil {
+			return err
+		}
+		a.natsServer = ns
+		a.closers = append(a.closers, func(context.Context) error {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil
+		})
+		a.log.Info("embedded NATS JetStream started", "url", ns.ClientURL(), "store", dir)
+	}
+	nc, err := natsembed.Connect(ctx, a.natsServer, a.cfg.NATSURL, "ledgerd", a.log)
+	if err != nil {
+		return err
+	}
+	a.nc = nc
+	a.closers = append(a.closers, func(context.Context) error { return nc.Drain() })
+	return nil
+}
+
+func (a *App) startPostgres(ctx context.Context) error {
+	dsn := a.cfg.DatabaseURL
+	if dsn == "" {
+		pg, err := pgembed.Start(ctx, pgembed.Config{
+			Dir: filepath.Join(a.cfg.DataDir, "pg"), Port: a.cfg.PGPort, Logger: a.log, Durable: a.cfg.Durable,
+		})
+		if err != nil {
+			return err
+		}
+		a.pg = pg
+		a.closers = append(a.closers, pg.Stop)
+		dsn = pg.DSN("ledgerd")
+	}
+	db, err := postgres.Open(ctx, dsn, 20)
+	if err != nil {
+		return err
+	}
+	a.db = db
+	a.closers = append(a.closers, func(context.Context) error { return db.Close() })
+	return postgres.Migrate(ctx, db, a.log)
+}
+
+func (a *App) startHTTP() error {
+	key, err := session.LoadOrCreateKey(a.cfg.JWTSecret, a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	sessions, err := session.NewIssuer(key, a.cfg.SessionTTL, nil)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api := httpapi.New(httpapi.Config{
+		Commands: a.Ledger, Reads: projections.NewReader(a.db), Projections: a.Projs,
+		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
+		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+	})
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	a.listener = ln
+	a.httpSrv = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      5 * time.Minute, // synchronous video generation
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// checkNATS asks JetStream for the account info: it answers only with a
+// working connection and (on a cluster) a meta-leader.
+func (a *App) checkNATS(ctx context.Context) error {
+	if !a.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	js, err := jetstream.New(a.nc)
+	if err != nil {
+		return err
+	}
+	_, err = js.AccountInfo(ctx)
+	return err
+}
+
+// URL is where the HTTP API listens.
+func (a *App) URL() string {
+	if a.cfg.PublicURL != "" {
+		return a.cfg.PublicURL
+	}
+	return "http://" + a.listener.Addr().String()
+}
+
+// NATSURL is where other processes reach the event store.
+func (a *App) NATSURL() string {
+	if a.natsServer != nil {
+		return a.natsServer.ClientURL()
+	}
+	return a.cfg.NATSURL
+}
+
+// Close stops taking requests, lets in-flight ones finish, stops the
+// projections after their current batch, and stops the embedded servers.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.httpSrv != nil {
+		if err := a.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, errors.New("background work did not stop in time"))
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

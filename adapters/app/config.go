@@ -1,0 +1,117 @@
+// Package app wires ledgerd together: embedded or external NATS and
+// Postgres, the event store, the command side, the projections and the
+// HTTP API, started in order and stopped in reverse.
+package app
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ledgerd/ledgerd/domain/money"
+)
+
+// Config is every setting, read from the environment (see README).
+type Config struct {
+	HTTPAddr       string
+	PublicURL      string
+	DataDir        string
+	NATSURL        string // empty: embedded
+	NATSAddr       string // where the embedded server listens
+	DatabaseURL    string // empty: embedded
+	PGPort         int    // embedded Postgres port; 0 picks one and keeps it
+	Stream         string
+	StreamReplicas int
+	AdminEmail     string
+	AdminPassword  string
+	KeyPrefix      string
+	JWTSecret      string
+	SessionTTL     time.Duration
+	Currency       money.Currency
+	Demo           bool
+	LogLevel       string
+	LogFormat      string
+	BcryptCost     int
+	// Durable makes the embedded Postgres fsync (off only in tests).
+	Durable bool
+}
+
+// FromEnv reads the configuration; getenv is os.Getenv outside tests.
+func FromEnv(getenv func(string) string) (Config, error) {
+	get := func(k, def string) string {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := Config{
+		HTTPAddr:      get("LEDGER_HTTP_ADDR", "127.0.0.1:8080"),
+		PublicURL:     get("LEDGER_PUBLIC_URL", ""),
+		DataDir:       get("LEDGER_DATA_DIR", "./.data"),
+		NATSURL:       get("NATS_URL", ""),
+		NATSAddr:      get("LEDGER_NATS_ADDR", "127.0.0.1:4222"),
+		DatabaseURL:   get("DATABASE_URL", ""),
+		Stream:        get("LEDGER_STREAM", "LEDGER"),
+		AdminEmail:    get("LEDGER_ADMIN_EMAIL", ""),
+		AdminPassword: getenv("LEDGER_ADMIN_PASSWORD"),
+		KeyPrefix:     get("LEDGER_KEY_PREFIX", "nx_live_"),
+		JWTSecret:     getenv("LEDGER_JWT_SECRET"),
+		LogLevel:      get("LEDGER_LOG_LEVEL", "info"),
+		LogFormat:     get("LEDGER_LOG_FORMAT", "text"),
+		Durable:       true,
+	}
+	var err error
+	if c.StreamReplicas, err = intVar(get("LEDGER_STREAM_REPLICAS", "1"), "LEDGER_STREAM_REPLICAS", 1, 5); err != nil {
+		return c, err
+	}
+	if c.PGPort, err = intVar(get("LEDGER_PG_PORT", "0"), "LEDGER_PG_PORT", 0, 65535); err != nil {
+		return c, err
+	}
+	if c.BcryptCost, err = intVar(get("LEDGER_BCRYPT_COST", "10"), "LEDGER_BCRYPT_COST", 4, 31); err != nil {
+		return c, err
+	}
+	if c.SessionTTL, err = time.ParseDuration(get("LEDGER_SESSION_TTL", "15m")); err != nil || c.SessionTTL <= 0 {
+		return c, fmt.Errorf("LEDGER_SESSION_TTL: want a positive duration such as 15m")
+	}
+	if c.Currency, err = money.ParseCurrency(get("LEDGER_CURRENCY", "USD")); err != nil {
+		return c, fmt.Errorf("LEDGER_CURRENCY: %w", err)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return c, fmt.Errorf("LEDGER_HTTP_ADDR %q: %w", c.HTTPAddr, err)
+	}
+	if (c.AdminEmail == "") != (c.AdminPassword == "") {
+		return c, fmt.Errorf("set both LEDGER_ADMIN_EMAIL and LEDGER_ADMIN_PASSWORD, or neither")
+	}
+	// The demo customer is for a developer's machine: on by default only
+	// when everything is embedded.
+	embedded := c.NATSURL == "" && c.DatabaseURL == ""
+	switch v := strings.ToLower(get("LEDGER_DEMO", "")); v {
+	case "":
+		c.Demo = embedded
+	case "true", "1", "yes":
+		c.Demo = true
+	case "false", "0", "no":
+		c.Demo = false
+	default:
+		return c, fmt.Errorf("LEDGER_DEMO %q: want true or false", v)
+	}
+	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// EnvFromOS is FromEnv(os.Getenv).
+func EnvFromOS() (Config, error) { return FromEnv(os.Getenv) }
+
+func intVar(s, name string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s %q: want a whole number from %d to %d", name, s, lo, hi)
+	}
+	return n, nil
+}

@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/ledgerd/ledgerd/adapters/session"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/user"
+	"github.com/ledgerd/ledgerd/domain/validation"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/aggregates"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/projections"
+)
+
+// apiError is an error with its place in the contract's error table.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+	Details []validation.FieldError
+	// RetryAfter, in seconds, for 429 and 503.
+	RetryAfter int
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func errStatus(status int, code, msg string) *apiError {
+	return &apiError{Status: status, Code: code, Message: msg}
+}
+
+// Errors the HTTP layer raises itself.
+var (
+	errUnauthorized = errStatus(http.StatusUnauthorized, "unauthorized", "Missing or invalid credentials")
+	errForbidden    = errStatus(http.StatusForbidden, "forbidden", "Your role does not allow this")
+	errNotFound     = errStatus(http.StatusNotFound, "not_found", "Not found")
+	errTooLarge     = errStatus(http.StatusRequestEntityTooLarge, "payload_too_large", "Request body is larger than the limit")
+)
+
+// errorTable maps domain and infrastructure errors onto the contract, in
+// one place. The first entry that matches wins.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+	msg    string
+}{
+	{ledger.ErrBadCredentials, http.StatusUnauthorized, "unauthorized", "Invalid email or password"},
+	{session.ErrInvalid, http.StatusUnauthorized, "unauthorized", "Invalid or expired session token"},
+	{account.ErrNotFound, http.StatusNotFound, "not_found", "Account not found"},
+	{user.ErrNotFound, http.StatusNotFound, "not_found", "User not found"},
+	{projections.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{user.ErrEmailTaken, http.StatusConflict, "email_taken", "A user with this email already exists"},
+	{account.ErrReferenceReused, http.StatusConflict, "idempotency_conflict", "This reference was already used for a different top-up"},
+	{account.ErrClosed, http.StatusConflict, "account_closed", "The account is closed"},
+	{aggregates.ErrTooManyConflicts, http.StatusServiceUnavailable, "unavailable", "The account is busy; retry shortly"},
+	{eventstore.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "The event store is unreachable; nothing was changed"},
+	{errDatabase, http.StatusServiceUnavailable, "unavailable", "The database is unreachable; nothing was changed"},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "unavailable", "The request timed out"},
+}
+
+// errDatabase marks a read-model query that failed because Postgres is
+// unreachable.
+var errDatabase = errors.New("database unavailable")
+
+// toAPIError finds err's row in the table; anything unknown is internal.
+func toAPIError(err error) (*apiError, bool) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae, true
+	}
+	var verr *validation.Error
+	if errors.As(err, &verr) {
+		return &apiError{Status: http.StatusUnprocessableEntity, Code: "validation_error",
+			Message: "The request is invalid", Details: verr.Fields}, true
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			e := &apiError{Status: row.status, Code: row.code, Message: row.msg}
+			if row.status == http.StatusServiceUnavailable {
+				e.RetryAfter = 1
+			}
+			return e, true
+		}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "Internal error"}, false
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string                  `json:"code"`
+		Message string                  `json:"message"`
+		Details []validation.FieldError `json:"details,omitempty"`
+	} `json:"error"`
+	RequestID string `json:"request_id"`
+}
+
+// writeError renders err in the contract's format. Internal errors are
+// logged with their cause once, here, and the body says nothing more.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae, known := toAPIError(err)
+	log := s.log.With("request_id", requestID(r.Context()), "method", r.Method, "route", r.Pattern)
+	switch {
+	case !known:
+		log.Error("internal error", "err", err)
+	case ae.Status >= 500:
+		log.Warn("request failed", "code", ae.Code, "err", err)
+	}
+	var body errorBody
+	body.Error.Code, body.Error.Message, body.Error.Details = ae.Code, ae.Message, ae.Details
+	body.RequestID = requestID(r.Context())
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", itoa(ae.RetryAfter))
+	}
+	writeJSON(w, ae.Status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encoding response", "err", err)
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"Internal error"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,217 @@
+// Package httpapi serves the HTTP contract (../shared/API.md): thin
+// handlers that decode, call the command or read side, and render.
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ledgerd/ledgerd/adapters/session"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/user"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/projections"
+)
+
+// Commands is the command side as the HTTP layer uses it.
+type Commands interface {
+	CreateAccount(ctx context.Context, meta ledger.Meta, email, password string, plan account.Plan) (ledger.AccountView, error)
+	UpdateAccount(ctx context.Context, meta ledger.Meta, id string, plan *account.Plan, status *account.Status) (ledger.AccountView, error)
+	TopUp(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, reference string) (ledger.TopUpResult, error)
+	RegisterStaff(ctx context.Context, meta ledger.Meta, email, password string, role user.Role) (string, error)
+	Login(ctx context.Context, email, password string) (ledger.Identity, error)
+	AccountSeq(id string) uint64
+	NewID(prefix string) string
+}
+
+// Reads is the read side as the HTTP layer uses it.
+type Reads interface {
+	Wallet(ctx context.Context, accountID string) (projections.WalletRow, error)
+	Account(ctx context.Context, id string) (projections.AccountRow, error)
+	Ping(ctx context.Context) error
+}
+
+// Projections reports and waits on the read models.
+type Projections interface {
+	Statuses() []projections.Status
+	Runner(name string) *projections.Runner
+}
+
+// Check is a named readiness probe.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Config of the HTTP server.
+type Config struct {
+	Commands    Commands
+	Reads       Reads
+	Projections Projections
+	Sessions    *session.Issuer
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+	Checks      []Check
+	Currency    money.Currency
+	// BodyLimit bounds request bodies (default 1 MiB).
+	BodyLimit int64
+	// ReadYourWritesWait bounds how long a read waits for the read model
+	// to show the caller's own preceding write.
+	ReadYourWritesWait time.Duration
+	// MaxProjectionLag is the lag, in events, beyond which /readyz fails.
+	MaxProjectionLag uint64
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *httpMetrics
+}
+
+// New builds the server and its routes.
+func New(cfg Config) *Server {
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = 1 << 20
+	}
+	if cfg.ReadYourWritesWait == 0 {
+		cfg.ReadYourWritesWait = 2 * time.Second
+	}
+	if cfg.MaxProjectionLag == 0 {
+		cfg.MaxProjectionLag = 10_000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
+	cfg.Registry.MustRegister(projectionCollector{cfg.Projections})
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	// Operations.
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /openapi.json", s.openapi)
+
+	// Sessions.
+	m.HandleFunc("POST /api/auth/login", s.login)
+
+	// Admin.
+	m.Handle("POST /api/admin/accounts", s.staff(roleAdmin, s.createAccount))
+	m.Handle("GET /api/admin/accounts/{id}", s.staff(roleReader, s.getAccount))
+	m.Handle("PATCH /api/admin/accounts/{id}", s.staff(roleAdmin, s.updateAccount))
+	m.Handle("POST /api/admin/accounts/{id}/topups", s.staff(roleAdmin, s.topUp))
+	m.Handle("POST /api/admin/users", s.staff(roleAdmin, s.createStaff))
+	m.Handle("GET /api/admin/projections", s.staff(roleReader, s.projectionsStatus))
+
+	// Customers.
+	m.Handle("GET /api/v1/wallet", s.customer(s.wallet))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+}
+
+// Handler returns the server with its middleware: panics become 500s,
+// every request gets an id, a body limit, a log line and metrics.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = s.cfg.Commands.NewID("req")
+		}
+		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+		r = r.WithContext(ctx)
+		w.Header().Set("X-Request-Id", id)
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit)
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("panic", "request_id", id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				if !rec.wrote {
+					s.writeError(rec, r, fmt.Errorf("panic: %v", p))
+				}
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			elapsed := time.Since(start)
+			s.metrics.observe(route, rec.status, elapsed)
+			// The path only, never the query string: it may carry a key.
+			s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+				"status", rec.status, "duration_ms", float64(elapsed.Microseconds())/1000)
+		}()
+		s.mux.ServeHTTP(rec, r)
+	})
+}
+
+type requestIDKey struct{}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// validRequestID accepts a caller's id only if it is short and plain, so
+// it can be logged and echoed safely.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// meta is what a command records about its caller: who, in which request,
+// and a fresh id for the command itself.
+func (s *Server) meta(r *http.Request, p Principal) ledger.Meta {
+	return ledger.Meta{Actor: p.Actor(), CorrelationID: requestID(r.Context()), CausationID: s.cfg.Commands.NewID("cmd")}
+}

@@ -1,0 +1,5 @@
+package postgres
+
+import "database/sql/driver"
+
+var driverBadConn = driver.ErrBadConn

@@ -1,0 +1,115 @@
+// Package postgres connects to the read-model database with bun and brings
+// its schema up to date.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/migrate"
+
+	"github.com/ledgerd/ledgerd/migrations"
+)
+
+// Open connects to dsn and checks the connection.
+func Open(ctx context.Context, dsn string, maxConns int) (*bun.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parsing DATABASE_URL: %w", err)
+	}
+	cfg.ConnectTimeout = 5 * time.Second
+	sqldb := stdlib.OpenDB(*cfg)
+	if maxConns <= 0 {
+		maxConns = 20
+	}
+	sqldb.SetMaxOpenConns(maxConns)
+	sqldb.SetMaxIdleConns(maxConns)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	db := bun.NewDB(sqldb, pgdialect.New())
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("postgres: connecting: %w", err)
+	}
+	return db, nil
+}
+
+// Migrate applies every pending migration. An advisory lock serializes
+// instances starting at once; unlike a lock row it is released by Postgres
+// if the holder dies. Each migration is marked applied only once it has
+// succeeded.
+func Migrate(ctx context.Context, db *bun.DB, log *slog.Logger) error {
+	ms, err := migrations.New()
+	if err != nil {
+		return fmt.Errorf("postgres: loading migrations: %w", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Close()
+	key := lockKey("ledgerd-migrations")
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", key); err != nil {
+		return fmt.Errorf("postgres: migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", key)
+	}()
+	m := migrate.NewMigrator(db, ms, migrate.WithMarkAppliedOnSuccess(true))
+	if err := m.Init(ctx); err != nil {
+		return fmt.Errorf("postgres: migrate init: %w", err)
+	}
+	group, err := m.Migrate(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if !group.IsZero() {
+		log.Info("migrations applied", "group", group.ID, "migrations", group.Migrations.String())
+	}
+	return nil
+}
+
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64() >> 1)
+}
+
+// IsTransient reports whether err is the database being unreachable or
+// briefly unable to serve (restart, failover, deadlock), as opposed to a
+// statement that will fail the same way every time.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case len(pgErr.Code) >= 2 && pgErr.Code[:2] == "08": // connection exception
+			return true
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutdown, crash, cannot connect now
+			return true
+		case pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
+			return true
+		case pgErr.Code == "53300": // too many connections
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, driverBadConn)
+}

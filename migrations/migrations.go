@@ -1,0 +1,22 @@
+// Package migrations holds the read-model schema as numbered SQL files,
+// embedded in the binary and applied by bun's migrator.
+package migrations
+
+import (
+	"embed"
+
+	"github.com/uptrace/bun/migrate"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// New returns the migration set. Files named *.tx.up.sql run in a
+// transaction, so a failed migration leaves nothing half-applied.
+func New() (*migrate.Migrations, error) {
+	m := migrate.NewMigrations()
+	if err := m.Discover(files); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

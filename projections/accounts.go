@@ -1,0 +1,205 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+// Accounts projects accounts, their wallets and their top-ups.
+type Accounts struct {
+	codec *codec.Codec[account.Event]
+}
+
+// NewAccounts returns the projection.
+func NewAccounts() *Accounts { return &Accounts{codec: ledger.AccountCodec()} }
+
+func (*Accounts) Name() string             { return "accounts" }
+func (*Accounts) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+
+// AccountRow is the accounts read model.
+type AccountRow struct {
+	bun.BaseModel `bun:"table:accounts"`
+	ID            string    `bun:"id,pk"`
+	Email         string    `bun:"email"`
+	OwnerUserID   string    `bun:"owner_user_id"`
+	Plan          string    `bun:"plan"`
+	Status        string    `bun:"status"`
+	Currency      string    `bun:"currency"`
+	CreatedAt     time.Time `bun:"created_at"`
+	UpdatedAt     time.Time `bun:"updated_at"`
+	Version       uint64    `bun:"version"`
+}
+
+// WalletRow is the wallets read model.
+type WalletRow struct {
+	bun.BaseModel `bun:"table:wallets"`
+	AccountID     string          `bun:"account_id,pk"`
+	Currency      string          `bun:"currency"`
+	Available     decimal.Decimal `bun:"available,type:numeric(20,2)"`
+	Held          decimal.Decimal `bun:"held,type:numeric(20,2)"`
+	UpdatedAt     time.Time       `bun:"updated_at"`
+	Version       uint64          `bun:"version"`
+}
+
+// TopUpRow is the topups read model.
+type TopUpRow struct {
+	bun.BaseModel `bun:"table:topups"`
+	ID            string          `bun:"id,pk"`
+	AccountID     string          `bun:"account_id"`
+	Amount        decimal.Decimal `bun:"amount,type:numeric(20,2)"`
+	Reference     string          `bun:"reference"`
+	Actor         string          `bun:"actor"`
+	CreatedAt     time.Time       `bun:"created_at"`
+	StreamSeq     uint64          `bun:"stream_seq"`
+}
+
+// accountChange accumulates a batch's effect on one account, so a batch
+// costs a few statements whatever its size.
+type accountChange struct {
+	opened  *AccountRow
+	plan    string
+	status  string
+	avail   decimal.Decimal
+	held    decimal.Decimal
+	moved   bool
+	version uint64
+	at      time.Time
+}
+
+// Apply implements Projection.
+func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	changes := map[string]*accountChange{}
+	var order []string
+	var topUps []TopUpRow
+	for _, c := range commits {
+		id := c.Aggregate.ID
+		ch, ok := changes[id]
+		if !ok {
+			ch = &accountChange{}
+			changes[id] = ch
+			order = append(order, id)
+		}
+		for _, ev := range c.Events {
+			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			if err != nil {
+				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+			}
+			ch.version, ch.at = ev.Seq, ev.OccurredAt
+			switch e := d.(type) {
+			case account.Opened:
+				ch.opened = &AccountRow{ID: id, Email: e.Email, OwnerUserID: e.OwnerUserID, Plan: string(e.Plan),
+					Status: string(account.StatusActive), Currency: string(e.Currency), CreatedAt: ev.OccurredAt}
+			case account.PlanChanged:
+				ch.plan = string(e.Plan)
+			case account.StatusChanged:
+				ch.status = string(e.Status)
+			case account.ToppedUp:
+				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
+					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
+				ch.add(id, e.Transaction)
+			}
+		}
+	}
+	return p.write(ctx, tx, order, changes, topUps)
+}
+
+func (ch *accountChange) add(id string, tx journal.Transaction) {
+	ch.avail = ch.avail.Add(tx.Effect(journal.Available(id)).Decimal())
+	ch.held = ch.held.Add(tx.Effect(journal.Held(id)).Decimal())
+	ch.moved = true
+}
+
+func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes map[string]*accountChange, topUps []TopUpRow) error {
+	var opened []AccountRow
+	var wallets []WalletRow
+	var ids, plans, statuses []string
+	var versions []int64
+	var ats []time.Time
+	var wIDs []string
+	var wAvail, wHeld []decimal.Decimal
+	for _, id := range order {
+		ch := changes[id]
+		if ch.opened != nil {
+			row := *ch.opened
+			row.UpdatedAt, row.Version = ch.at, ch.version
+			if ch.plan != "" {
+				row.Plan = ch.plan
+			}
+			if ch.status != "" {
+				row.Status = ch.status
+			}
+			opened = append(opened, row)
+			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
+				UpdatedAt: ch.at, Version: ch.version})
+			continue
+		}
+		ids = append(ids, id)
+		plans = append(plans, ch.plan)
+		statuses = append(statuses, ch.status)
+		versions = append(versions, int64(ch.version))
+		ats = append(ats, ch.at)
+		if ch.moved {
+			wIDs = append(wIDs, id)
+			wAvail = append(wAvail, ch.avail)
+			wHeld = append(wHeld, ch.held)
+		}
+	}
+	if len(opened) > 0 {
+		if _, err := tx.NewInsert().Model(&opened).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting accounts: %w", err)
+		}
+		if _, err := tx.NewInsert().Model(&wallets).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting wallets: %w", err)
+		}
+	}
+	if len(ids) > 0 {
+		// An empty plan or status in the arrays means "unchanged".
+		_, err := tx.NewRaw(`UPDATE accounts a SET
+			plan = COALESCE(NULLIF(d.plan, ''), a.plan),
+			status = COALESCE(NULLIF(d.status, ''), a.status),
+			version = d.version, updated_at = d.at
+			FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[], ?::timestamptz[]) AS d(id, plan, status, version, at)
+			WHERE a.id = d.id`,
+			pgdialect.Array(ids), pgdialect.Array(plans), pgdialect.Array(statuses),
+			pgdialect.Array(versions), pgdialect.Array(ats)).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("updating accounts: %w", err)
+		}
+	}
+	if len(wIDs) > 0 {
+		_, err := tx.NewRaw(`UPDATE wallets w SET
+			available = w.available + d.available, held = w.held + d.held,
+			version = a.version, updated_at = a.updated_at
+			FROM unnest(?::text[], ?::numeric[], ?::numeric[]) AS d(id, available, held), accounts a
+			WHERE w.account_id = d.id AND a.id = d.id`,
+			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld))).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("updating wallets: %w", err)
+		}
+	}
+	if len(topUps) > 0 {
+		if _, err := tx.NewInsert().Model(&topUps).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting top-ups: %w", err)
+		}
+	}
+	return nil
+}
+
+func decimalStrings(ds []decimal.Decimal) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.String()
+	}
+	return out
+}

@@ -1,0 +1,246 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
+	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
+	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+type env struct {
+	db    *bun.DB
+	js    jetstream.JetStream
+	store *eventstore.JetStream
+	l     *ledger.Ledger
+	cfg   RunnerConfig
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	store, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{db: db, js: js, store: store, l: l, cfg: RunnerConfig{
+		DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
+		Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient,
+	}}
+}
+
+// start runs a runner until the test ends (or stop is called).
+func (e *env) start(t *testing.T, r *Runner) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, r *Runner, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.WaitFor(ctx, seq); err != nil {
+		t.Fatalf("%s did not reach %d (at %d, %+v): %v", r.Name(), seq, r.Position(), r.Status(), err)
+	}
+}
+
+var meta = ledger.Meta{Actor: "usr_admin"}
+
+func (e *env) account(t *testing.T, email string) ledger.AccountView {
+	t.Helper()
+	a, err := e.l.CreateAccount(context.Background(), meta, email, "password123", account.PlanStandard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (e *env) topUp(t *testing.T, id, amount, ref string) uint64 {
+	t.Helper()
+	res, err := e.l.TopUp(context.Background(), meta, id, money.MustParse(amount), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StreamSeq
+}
+
+func TestAccountsProjection(t *testing.T) {
+	e := newEnv(t)
+	r := NewRunner(e.cfg, NewAccounts())
+	e.start(t, r)
+	a := e.account(t, "a@example.com")
+	b := e.account(t, "b@example.com")
+	e.topUp(t, a.ID, "10.00", "r1")
+	e.topUp(t, a.ID, "15.50", "r2")
+	e.topUp(t, a.ID, "15.50", "r2") // retry: credited once
+	plan := account.PlanPro
+	if _, err := e.l.UpdateAccount(context.Background(), meta, b.ID, &plan, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, e.l.AccountSeq(a.ID))
+	waitFor(t, r, e.l.AccountSeq(b.ID))
+
+	reader := NewReader(e.db)
+	w, err := reader.Wallet(context.Background(), a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Available.StringFixed(2); got != "25.50" {
+		t.Fatalf("wallet available = %s, want 25.50", got)
+	}
+	acc, err := reader.Account(context.Background(), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.Plan != "pro" || acc.Status != "active" {
+		t.Fatalf("account b = %+v, want plan pro, active", acc)
+	}
+	var n int
+	if err := e.db.NewSelect().Table("topups").ColumnExpr("count(*)").Where("account_id = ?", a.ID).Scan(context.Background(), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("top-up rows = %d, want 2", n)
+	}
+	if st := r.Status(); st.State != "running" || st.LagEvents != 0 {
+		t.Fatalf("status = %+v, want running with no lag", st)
+	}
+}
+
+// TestExactlyOnceAcrossCrashBeforeAck kills the runner after its
+// transaction commits and before the ack, many times over: each batch is
+// then redelivered to the next runner, which must skip it.
+func TestExactlyOnceAcrossCrashBeforeAck(t *testing.T) {
+	e := newEnv(t)
+	a := e.account(t, "crash@example.com")
+	var last uint64
+	for i := range 20 {
+		last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i))
+	}
+	errCrash := errors.New("crash")
+	for range 5 {
+		cfg := e.cfg
+		cfg.MaxBatch = 3
+		crashed := make(chan struct{})
+		cfg.beforeAck = func() error {
+			select {
+			case <-crashed:
+			default:
+				close(crashed)
+			}
+			return errCrash
+		}
+		r := NewRunner(cfg, NewAccounts())
+		stop := e.start(t, r)
+		select {
+		case <-crashed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("runner never committed a batch")
+		}
+		stop()
+	}
+	r := NewRunner(e.cfg, NewAccounts())
+	e.start(t, r)
+	waitFor(t, r, last)
+	w, err := NewReader(e.db).Wallet(context.Background(), a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Available.StringFixed(2); got != "200.00" {
+		t.Fatalf("available = %s after crashes before ack, want 200.00", got)
+	}
+}
+
+// poisonable wraps a projection and fails on one stream sequence until
+// fixed, like a bug that a later deploy repairs.
+type poisonable struct {
+	Projection
+	poisonSeq uint64
+	fixed     bool
+}
+
+func (p *poisonable) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	for _, c := range commits {
+		if c.StreamSeq == p.poisonSeq && !p.fixed {
+			return fmt.Errorf("cannot apply seq %d", c.StreamSeq)
+		}
+	}
+	return p.Projection.Apply(ctx, tx, commits)
+}
+
+func TestPoisonEventStopsOnlyItsProjection(t *testing.T) {
+	e := newEnv(t)
+	a := e.account(t, "poison@example.com")
+	e.topUp(t, a.ID, "10.00", "r1")
+	bad := e.topUp(t, a.ID, "20.00", "r2")
+	last := e.topUp(t, a.ID, "30.00", "r3")
+
+	proj := &poisonable{Projection: NewAccounts(), poisonSeq: bad}
+	set := NewSet(e.cfg, proj, NewUsers())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go set.Run(ctx)
+
+	accounts := set.Runner("accounts")
+	waitFor(t, accounts, bad-1) // everything before the poison is applied
+	deadline := time.Now().Add(10 * time.Second)
+	for accounts.Status().State != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status = %+v, want failed", accounts.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := accounts.Status()
+	if st.ErrorSeq != bad || st.Position != bad-1 {
+		t.Fatalf("status = %+v, want failed at %d, position %d", st, bad, bad-1)
+	}
+	// The other projection is unaffected.
+	waitFor(t, set.Runner("users"), 1)
+	if st := set.Runner("users").Status(); st.State != "running" {
+		t.Fatalf("users status = %+v, want running", st)
+	}
+	w, _ := NewReader(e.db).Wallet(context.Background(), a.ID)
+	if got := w.Available.StringFixed(2); got != "10.00" {
+		t.Fatalf("available before fix = %s, want 10.00", got)
+	}
+	// Fix and retry: the projection resumes and catches up.
+	proj.fixed = true
+	accounts.Retry()
+	waitFor(t, accounts, last)
+	w, _ = NewReader(e.db).Wallet(context.Background(), a.ID)
+	if got := w.Available.StringFixed(2); got != "60.00" {
+		t.Fatalf("available after retry = %s, want 60.00", got)
+	}
+}

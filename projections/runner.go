@@ -1,0 +1,472 @@
+// Package projections builds the read models in Postgres from the event
+// stream. Each projection consumes the stream with its own durable
+// JetStream consumer and applies commits in batches: one transaction per
+// batch writes the rows and the projection's stream position together, and
+// only then are the messages acknowledged. A redelivered message is at or
+// below the stored position and is skipped, so every event is applied
+// exactly once whatever crashes in between.
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
+
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+// Projection is one read model.
+type Projection interface {
+	Name() string
+	// Subjects lists the aggregate types it reads ("account", "user").
+	AggregateTypes() []string
+	// Apply writes the effect of commits, in stream order, within tx.
+	// An error that is not transient marks a poison event.
+	Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error
+}
+
+// RunnerConfig configures a runner.
+type RunnerConfig struct {
+	DB            *bun.DB
+	JS            jetstream.JetStream
+	Stream        string
+	SubjectPrefix string
+	Logger        *slog.Logger
+	// IsTransient tells a database outage (retry the batch until it
+	// passes) from a poison event (stop this projection and report it).
+	IsTransient func(error) bool
+	// MaxBatch bounds the commits per transaction; Linger is how long a
+	// batch waits for more messages once it has one.
+	MaxBatch int
+	Linger   time.Duration
+	// beforeAck runs after a batch is committed and before it is acked;
+	// tests use it to die at the worst moment.
+	beforeAck func() error
+}
+
+// Status is what a runner reports.
+type Status struct {
+	Name        string    `json:"name"`
+	State       string    `json:"status"` // starting, running, retrying, failed, stopped
+	Position    uint64    `json:"position"`
+	Events      uint64    `json:"events_applied"`
+	LagEvents   uint64    `json:"lag_events"`
+	LagMillis   int64     `json:"lag_ms"`
+	LastEventAt time.Time `json:"last_event_at,omitzero"`
+	Error       string    `json:"error,omitempty"`
+	ErrorSeq    uint64    `json:"error_seq,omitempty"`
+}
+
+// Runner drives one projection.
+type Runner struct {
+	cfg  RunnerConfig
+	proj Projection
+	log  *slog.Logger
+
+	mu           sync.Mutex
+	status       Status
+	advanced     chan struct{} // closed and replaced whenever the position moves
+	retry        chan struct{} // a staff request to retry after a poison event
+	lastStoredAt time.Time     // stream time of the last applied message
+}
+
+// NewRunner returns a runner for proj.
+func NewRunner(cfg RunnerConfig, proj Projection) *Runner {
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.IsTransient == nil {
+		cfg.IsTransient = func(error) bool { return false }
+	}
+	return &Runner{
+		cfg: cfg, proj: proj,
+		log:      cfg.Logger.With("projection", proj.Name()),
+		status:   Status{Name: proj.Name(), State: "starting"},
+		advanced: make(chan struct{}),
+		retry:    make(chan struct{}, 1),
+	}
+}
+
+// Name of the projection.
+func (r *Runner) Name() string { return r.proj.Name() }
+
+// Status reports position, lag and state.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
+	if s.LagEvents > 0 && !r.lastStoredAt.IsZero() {
+		s.LagMillis = time.Since(r.lastStoredAt).Milliseconds()
+	}
+	return s
+}
+
+// Position is the stream sequence of the last applied commit.
+func (r *Runner) Position() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status.Position
+}
+
+// WaitFor blocks until the projection has applied stream sequence seq, or
+// ctx ends. It is how a read shows the caller's own preceding write.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		r.mu.Lock()
+		pos, ch := r.status.Position, r.advanced
+		r.mu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Retry asks a runner stopped by a poison event to try again (after the
+// fix is deployed, or the data corrected).
+func (r *Runner) Retry() {
+	select {
+	case r.retry <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) setState(state string, err error, seq uint64) {
+	r.mu.Lock()
+	r.status.State = state
+	r.status.Error, r.status.ErrorSeq = "", 0
+	if err != nil {
+		r.status.Error, r.status.ErrorSeq = err.Error(), seq
+	}
+	r.mu.Unlock()
+}
+
+func (r *Runner) advance(pos, events uint64, pending uint64, storedAt time.Time) {
+	r.mu.Lock()
+	r.status.Position = pos
+	r.status.Events += events
+	r.status.LagEvents = pending
+	r.status.LastEventAt = storedAt
+	r.lastStoredAt = storedAt
+	close(r.advanced)
+	r.advanced = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// errPoison stops consumption until Retry.
+var errPoison = errors.New("poison event")
+
+// Run consumes until ctx ends. Failures to reach NATS or Postgres are
+// retried with backoff; a poison event parks the projection until Retry.
+func (r *Runner) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.consume(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, errPoison):
+			select {
+			case <-ctx.Done():
+			case <-r.retry:
+				r.log.Info("retrying after poison event")
+			}
+			backoff = 100 * time.Millisecond
+		default:
+			r.setState("retrying", err, 0)
+			r.log.Warn("projection interrupted; retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+	r.setState("stopped", nil, 0)
+}
+
+func (r *Runner) consumerName() string { return "proj_" + r.proj.Name() }
+
+// consume runs one consumer session from the stored position.
+func (r *Runner) consume(ctx context.Context) error {
+	pos, events, err := r.loadPosition(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if pos > r.status.Position || r.status.Position == 0 {
+		r.status.Position, r.status.Events = pos, events
+	}
+	r.mu.Unlock()
+	cons, err := r.ensureConsumer(ctx, pos)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * r.cfg.MaxBatch))
+	if err != nil {
+		return fmt.Errorf("consuming: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	r.setState("running", nil, 0)
+
+	for {
+		batch, err := r.nextBatch(ctx, it)
+		if err != nil {
+			return err
+		}
+		if err := r.applyBatch(ctx, &pos, batch); err != nil {
+			return err
+		}
+	}
+}
+
+type delivered struct {
+	msg     jetstream.Msg
+	commit  eventstore.Commit
+	err     error // decoding failed: poison
+	pending uint64
+}
+
+// nextBatch blocks for one message, then takes whatever else arrives
+// within the linger time, up to MaxBatch.
+func (r *Runner) nextBatch(ctx context.Context, it jetstream.MessagesContext) ([]delivered, error) {
+	first, err := it.Next()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("next message: %w", err)
+	}
+	batch := []delivered{r.decode(first)}
+	for len(batch) < r.cfg.MaxBatch {
+		m, err := it.Next(jetstream.NextMaxWait(r.cfg.Linger))
+		if err != nil {
+			break // linger over (timeout) or iterator stopped; apply what we have
+		}
+		batch = append(batch, r.decode(m))
+	}
+	return batch, nil
+}
+
+func (r *Runner) decode(m jetstream.Msg) delivered {
+	d := delivered{msg: m}
+	md, err := m.Metadata()
+	if err != nil {
+		d.err = fmt.Errorf("message metadata: %w", err)
+		return d
+	}
+	d.pending = md.NumPending
+	d.commit, d.err = eventstore.DecodeCommit(m.Data(), m.Headers(), md.Sequence.Stream, md.Timestamp, eventstore.Ref{})
+	d.commit.StreamSeq = md.Sequence.Stream
+	return d
+}
+
+// applyBatch applies the batch's new commits in one transaction, retrying
+// transient failures; on a failure that is not transient it isolates the
+// poison commit, applies everything before it, and parks.
+func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered) error {
+	var fresh []delivered
+	for _, d := range batch {
+		if d.commit.StreamSeq > *pos {
+			fresh = append(fresh, d)
+		}
+	}
+	last := batch[len(batch)-1]
+	if len(fresh) == 0 {
+		// All redeliveries of what is already applied.
+		return r.ack(last)
+	}
+	err := r.commitBatch(ctx, *pos, fresh)
+	backoff := 50 * time.Millisecond
+	for err != nil && r.cfg.IsTransient(err) && ctx.Err() == nil {
+		r.setState("retrying", err, 0)
+		r.log.Warn("read model write failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		err = r.commitBatch(ctx, *pos, fresh)
+	}
+	if err != nil && !r.cfg.IsTransient(err) && ctx.Err() == nil {
+		return r.isolatePoison(ctx, pos, fresh, err)
+	}
+	if err != nil {
+		return err
+	}
+	r.setState("running", nil, 0)
+	*pos = fresh[len(fresh)-1].commit.StreamSeq
+	r.advance(*pos, countEvents(fresh), last.pending, fresh[len(fresh)-1].commit.Stored)
+	return r.ack(last)
+}
+
+func (r *Runner) ack(last delivered) error {
+	if r.cfg.beforeAck != nil {
+		if err := r.cfg.beforeAck(); err != nil {
+			return err
+		}
+	}
+	// AckAll policy: acking the last message acknowledges the batch.
+	if err := last.msg.Ack(); err != nil {
+		// Not fatal: the batch is committed; a redelivery is skipped.
+		r.log.Debug("ack failed", "err", err)
+	}
+	return nil
+}
+
+// isolatePoison applies the commits one by one to find the first that
+// fails, keeps everything before it, and parks the projection.
+func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []delivered, batchErr error) error {
+	for i, d := range fresh {
+		err := r.commitBatch(ctx, *pos, fresh[i:i+1])
+		if err == nil {
+			*pos = d.commit.StreamSeq
+			r.advance(*pos, countEvents(fresh[i:i+1]), d.pending, d.commit.Stored)
+			if ackErr := r.ack(d); ackErr != nil {
+				return ackErr
+			}
+			continue
+		}
+		if r.cfg.IsTransient(err) {
+			return err
+		}
+		r.setState("failed", err, d.commit.StreamSeq)
+		r.log.Error("poison event: projection stopped until retried", "stream_seq", d.commit.StreamSeq, "subject", d.msg.Subject(), "err", err)
+		return errPoison
+	}
+	// Each alone succeeded: the failure depended on the batch, so retry.
+	return fmt.Errorf("batch failed, its commits did not: %w", batchErr)
+}
+
+func countEvents(ds []delivered) uint64 {
+	var n uint64
+	for _, d := range ds {
+		n += uint64(len(d.commit.Events))
+	}
+	return n
+}
+
+// commitBatch writes the commits and the new position in one transaction.
+// The position update is conditional on the old position, so two runners
+// of one projection (a misconfiguration) cannot both apply a batch.
+func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) error {
+	commits := make([]eventstore.Commit, 0, len(ds))
+	for _, d := range ds {
+		if d.err != nil {
+			return fmt.Errorf("stream seq %d: %w", d.commit.StreamSeq, d.err)
+		}
+		commits = append(commits, d.commit)
+	}
+	last := commits[len(commits)-1]
+	return r.cfg.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewUpdate().Table("projection_positions").
+			Set("position = ?", last.StreamSeq).
+			Set("events = events + ?", countEvents(ds)).
+			Set("last_event_at = ?", last.Stored).
+			Set("updated_at = now()").
+			Where("name = ? AND position = ?", r.proj.Name(), from).
+			Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: position of %s moved past %d", errLostRace, r.proj.Name(), from)
+		}
+		return r.proj.Apply(ctx, tx, commits)
+	})
+}
+
+var errLostRace = errors.New("another runner advanced this projection")
+
+func (r *Runner) loadPosition(ctx context.Context) (pos, events uint64, err error) {
+	_, err = r.cfg.DB.NewRaw("INSERT INTO projection_positions (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+		r.proj.Name()).Exec(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("position: %w", err)
+	}
+	err = r.cfg.DB.NewSelect().Table("projection_positions").Column("position", "events").
+		Where("name = ?", r.proj.Name()).Scan(ctx, &pos, &events)
+	if err != nil {
+		return 0, 0, fmt.Errorf("position: %w", err)
+	}
+	return pos, events, nil
+}
+
+// ensureConsumer returns the projection's durable consumer positioned at
+// the stored position. It is recreated when it is ahead (the database was
+// restored or reset, which would otherwise skip events) or holds unacked
+// deliveries of a previous session (which it would only redeliver after
+// AckWait, stalling the read model for that long).
+func (r *Runner) ensureConsumer(ctx context.Context, pos uint64) (jetstream.Consumer, error) {
+	stream, err := r.cfg.JS.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	var filters []string
+	for _, t := range r.proj.AggregateTypes() {
+		filters = append(filters, r.cfg.SubjectPrefix+"."+t+".>")
+	}
+	name := r.consumerName()
+	if c, err := stream.Consumer(ctx, name); err == nil {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("consumer info: %w", err)
+		}
+		if info.AckFloor.Stream <= pos && info.NumAckPending == 0 && equal(info.Config.FilterSubjects, filters) {
+			return c, nil
+		}
+		r.log.Debug("recreating consumer", "ack_floor", info.AckFloor.Stream, "ack_pending", info.NumAckPending, "position", pos)
+		if err := stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("deleting consumer: %w", err)
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:        name,
+		Description:    "read model " + r.proj.Name(),
+		AckPolicy:      jetstream.AckAllPolicy,
+		AckWait:        time.Minute,
+		MaxAckPending:  -1,
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if pos > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos+1
+	}
+	c, err := stream.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer: %w", err)
+	}
+	return c, nil
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
