@@ -21,6 +21,9 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.PlanChanged](c, 1)
 	codec.Register[account.Event, account.StatusChanged](c, 1)
 	codec.Register[account.Event, account.ToppedUp](c, 1)
+	codec.Register[account.Event, account.KeyCreated](c, 1)
+	codec.Register[account.Event, account.KeyRotated](c, 1)
+	codec.Register[account.Event, account.KeyRevoked](c, 1)
 	return c
 }
 

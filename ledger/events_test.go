@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/user"
@@ -28,7 +30,14 @@ var accountSamples = []account.Event{
 	account.StatusChanged{Status: account.StatusSuspended, Previous: account.StatusActive},
 	account.ToppedUp{TopUpID: "top_01", Amount: money.MustParse("25.00"), Reference: "inv-1",
 		Transaction: journal.Move(journal.PlatformCash, journal.Available("acc_01"), money.MustParse("25.00"))},
+	account.KeyCreated{KeyID: "key_01", Name: "ci", Hash: apikey.HashOf("nx_live_example"), Prefix: "nx_live_", Last4: "mple",
+		Scopes: apikey.DefaultScopes, Quota: apikey.Quota{Calls: 1000, Spend: ptr(money.MustParse("50.00"))},
+		Allowlist: []string{"203.0.113.0/24"}, ExpiresAt: ptr(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), RateLimit: 600},
+	account.KeyRotated{KeyID: "key_01", Hash: apikey.HashOf("nx_live_new"), Last4: "_new", PreviousHash: apikey.HashOf("nx_live_example")},
+	account.KeyRevoked{KeyID: "key_01", Hash: apikey.HashOf("nx_live_new")},
 }
+
+func ptr[T any](v T) *T { return &v }
 
 var userSamples = []user.Event{
 	user.Registered{UserID: "usr_01", Email: "a@example.com", Role: user.RoleCustomer, AccountID: "acc_01", PasswordHash: "$2a$10$hash"},

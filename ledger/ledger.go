@@ -27,6 +27,10 @@ type Config struct {
 	Now        func() time.Time
 	Logger     *slog.Logger
 	CacheMax   int
+	Keys       KeyConfig
+	// OnCommit is given every account commit this instance appends, before
+	// the command is answered.
+	OnCommit func(eventstore.Commit)
 }
 
 // Ledger executes commands.
@@ -55,10 +59,20 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Keys.Prefix == "" {
+		cfg.Keys.Prefix = "nx_live_"
+	}
+	if cfg.Keys.MaxPerAccount == 0 {
+		cfg.Keys.MaxPerAccount = 5
+	}
+	if cfg.Keys.DefaultRateLimit == 0 {
+		cfg.Keys.DefaultRateLimit = 600
+	}
 	l := &Ledger{cfg: cfg, store: store, ids: ids.Generator{Now: cfg.Now}}
 	l.accounts = aggregates.New(aggregates.Config[*account.Account, account.Event]{
 		Type: TypeAccount, Store: store, Codec: AccountCodec(), New: account.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
+		OnCommit: cfg.OnCommit,
 	})
 	l.users = aggregates.New(aggregates.Config[*user.User, user.Event]{
 		Type: TypeUser, Store: store, Codec: UserCodec(), New: user.New,
@@ -155,6 +169,10 @@ func (l *Ledger) CreateAccount(ctx context.Context, meta Meta, email, password s
 	}
 	l.users.Observe(userID, seqs[0])
 	l.accounts.Observe(accID, seqs[1])
+	if l.cfg.OnCommit != nil {
+		ac.StreamSeq = seqs[1]
+		l.cfg.OnCommit(ac)
+	}
 	for _, e := range accEvents {
 		acc.Apply(e)
 	}

@@ -64,6 +64,39 @@ type TopUpRow struct {
 	StreamSeq     uint64          `bun:"stream_seq"`
 }
 
+// KeyRow is the api_keys read model.
+type KeyRow struct {
+	bun.BaseModel `bun:"table:api_keys"`
+	ID            string           `bun:"id,pk"`
+	AccountID     string           `bun:"account_id"`
+	Name          string           `bun:"name"`
+	Hash          string           `bun:"hash"`
+	Prefix        string           `bun:"prefix"`
+	Last4         string           `bun:"last4"`
+	Scopes        []string         `bun:"scopes,array"`
+	QuotaCalls    *int64           `bun:"quota_calls"`
+	QuotaSpend    *decimal.Decimal `bun:"quota_spend,type:numeric(20,2)"`
+	IPAllowlist   []string         `bun:"ip_allowlist,array"`
+	ExpiresAt     *time.Time       `bun:"expires_at"`
+	RateLimit     int              `bun:"rate_limit"`
+	Status        string           `bun:"status"`
+	CreatedAt     time.Time        `bun:"created_at"`
+	RotatedAt     *time.Time       `bun:"rotated_at"`
+	RevokedAt     *time.Time       `bun:"revoked_at"`
+	LastUsedAt    *time.Time       `bun:"last_used_at"`
+	Version       uint64           `bun:"version"`
+}
+
+// keyUpdate is a rotation or revocation, applied in stream order.
+type keyUpdate struct {
+	id      string
+	hash    string // rotation
+	last4   string
+	revoked bool
+	at      time.Time
+	version uint64
+}
+
 // accountChange accumulates a batch's effect on one account, so a batch
 // costs a few statements whatever its size.
 type accountChange struct {
@@ -82,6 +115,8 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 	changes := map[string]*accountChange{}
 	var order []string
 	var topUps []TopUpRow
+	var keys []KeyRow
+	var keyUpdates []keyUpdate
 	for _, c := range commits {
 		id := c.Aggregate.ID
 		ch, ok := changes[id]
@@ -108,10 +143,59 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
 					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
+			case account.KeyCreated:
+				keys = append(keys, keyRow(id, e, ev.OccurredAt, ev.Seq))
+			case account.KeyRotated:
+				keyUpdates = append(keyUpdates, keyUpdate{id: e.KeyID, hash: e.Hash.String(), last4: e.Last4, at: ev.OccurredAt, version: ev.Seq})
+			case account.KeyRevoked:
+				keyUpdates = append(keyUpdates, keyUpdate{id: e.KeyID, revoked: true, at: ev.OccurredAt, version: ev.Seq})
 			}
 		}
 	}
-	return p.write(ctx, tx, order, changes, topUps)
+	if err := p.write(ctx, tx, order, changes, topUps); err != nil {
+		return err
+	}
+	return writeKeys(ctx, tx, keys, keyUpdates)
+}
+
+func keyRow(accountID string, e account.KeyCreated, at time.Time, version uint64) KeyRow {
+	row := KeyRow{ID: e.KeyID, AccountID: accountID, Name: e.Name, Hash: e.Hash.String(), Prefix: e.Prefix, Last4: e.Last4,
+		IPAllowlist: e.Allowlist, ExpiresAt: e.ExpiresAt, RateLimit: e.RateLimit, Status: "active", CreatedAt: at, Version: version}
+	for _, sc := range e.Scopes {
+		row.Scopes = append(row.Scopes, string(sc))
+	}
+	if row.IPAllowlist == nil {
+		row.IPAllowlist = []string{}
+	}
+	if e.Quota.Calls > 0 {
+		row.QuotaCalls = &e.Quota.Calls
+	}
+	if e.Quota.Spend != nil {
+		d := e.Quota.Spend.Decimal()
+		row.QuotaSpend = &d
+	}
+	return row
+}
+
+func writeKeys(ctx context.Context, tx bun.Tx, keys []KeyRow, updates []keyUpdate) error {
+	if len(keys) > 0 {
+		if _, err := tx.NewInsert().Model(&keys).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting api keys: %w", err)
+		}
+	}
+	// Rotations and revocations are rare; one statement each, in order.
+	for _, u := range updates {
+		q := tx.NewUpdate().Model((*KeyRow)(nil)).Where("id = ?", u.id).Set("version = ?", u.version)
+		if u.revoked {
+			q = q.Set("status = 'revoked'").Set("revoked_at = ?", u.at)
+		} else {
+			q = q.Set("hash = ?", u.hash).Set("last4 = ?", u.last4).Set("rotated_at = ?", u.at)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			return fmt.Errorf("updating api key %s: %w", u.id, err)
+		}
+	}
+	return nil
 }
 
 func (ch *accountChange) add(id string, tx journal.Transaction) {

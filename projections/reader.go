@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
 // ErrNotFound: no such row in the read model.
@@ -41,3 +43,53 @@ func (r *Reader) Account(ctx context.Context, id string) (AccountRow, error) {
 
 // Ping checks the database answers.
 func (r *Reader) Ping(ctx context.Context) error { return r.db.PingContext(ctx) }
+
+// Keys lists an account's keys, oldest first.
+func (r *Reader) Keys(ctx context.Context, accountID string) ([]KeyRow, error) {
+	var rows []KeyRow
+	err := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).Order("created_at", "id").Scan(ctx)
+	return rows, err
+}
+
+// KeySnapshot is every key and account standing at one stream position.
+type KeySnapshot struct {
+	Position uint64
+	Keys     []KeyRow
+	Accounts []AccountRow
+}
+
+// KeySnapshot reads keys, accounts and the accounts projection's position
+// in one repeatable-read transaction, so the position says exactly which
+// events the rows include.
+func (r *Reader) KeySnapshot(ctx context.Context) (KeySnapshot, error) {
+	var s KeySnapshot
+	err := r.db.RunInTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewSelect().Table("projection_positions").Column("position").
+			Where("name = ?", (&Accounts{}).Name()).Scan(ctx, &s.Position)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if err := tx.NewSelect().Model(&s.Keys).Scan(ctx); err != nil {
+			return err
+		}
+		return tx.NewSelect().Model(&s.Accounts).Column("id", "plan", "status", "version").Scan(ctx)
+	})
+	return s, err
+}
+
+// TouchKeys records when keys were last used.
+func (r *Reader) TouchKeys(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(used))
+	ats := make([]time.Time, 0, len(used))
+	for id, at := range used {
+		ids = append(ids, id)
+		ats = append(ats, at)
+	}
+	_, err := r.db.NewRaw(`UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, d.at)
+		FROM unnest(?::text[], ?::timestamptz[]) AS d(id, at) WHERE k.id = d.id`,
+		pgdialect.Array(ids), pgdialect.Array(ats)).Exec(ctx)
+	return err
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -45,15 +46,23 @@ type RunnerConfig struct {
 	// batch waits for more messages once it has one.
 	MaxBatch int
 	Linger   time.Duration
+	// Poison, if set, receives a commit that stops a projection, so it can
+	// be inspected (and replayed) apart from the stream.
+	Poison PoisonSink
 	// beforeAck runs after a batch is committed and before it is acked;
 	// tests use it to die at the worst moment.
 	beforeAck func() error
 }
 
+// PoisonSink receives poison commits.
+type PoisonSink interface {
+	Poisoned(ctx context.Context, projection string, c eventstore.Commit, cause error)
+}
+
 // Status is what a runner reports.
 type Status struct {
 	Name        string    `json:"name"`
-	State       string    `json:"status"` // starting, running, retrying, failed, stopped
+	State       string    `json:"status"` // starting, running, standby, retrying, failed, stopped
 	Position    uint64    `json:"position"`
 	Events      uint64    `json:"events_applied"`
 	LagEvents   uint64    `json:"lag_events"`
@@ -202,8 +211,71 @@ func (r *Runner) Run(ctx context.Context) {
 
 func (r *Runner) consumerName() string { return "proj_" + r.proj.Name() }
 
+// lead blocks until this instance holds the projection's advisory lock,
+// tracking the leader's position meanwhile, and returns the connection
+// that holds it. Postgres releases the lock if the holder's connection
+// dies, so a crashed leader is replaced within a poll interval.
+func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
+	key := lockKey("projection:" + r.proj.Name())
+	for {
+		conn, err := r.cfg.DB.Conn(ctx)
+		if err != nil {
+			return bun.Conn{}, fmt.Errorf("lock connection: %w", err)
+		}
+		var got bool
+		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&got)
+		if err == nil && got {
+			return conn, nil
+		}
+		conn.Close()
+		if err != nil {
+			return bun.Conn{}, fmt.Errorf("projection lock: %w", err)
+		}
+		r.setState("standby", nil, 0)
+		// Another instance applies; follow its position so reads here can
+		// still wait for their own writes.
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			if pos, events, err := r.loadPosition(ctx); err == nil {
+				r.mu.Lock()
+				moved := pos > r.status.Position
+				r.status.Position, r.status.Events = max(pos, r.status.Position), events
+				if moved {
+					close(r.advanced)
+					r.advanced = make(chan struct{})
+				}
+				r.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return bun.Conn{}, ctx.Err()
+			case <-time.After(standbyPoll):
+			}
+		}
+	}
+}
+
+// standbyPoll is how often a standby reads the leader's position.
+const standbyPoll = 20 * time.Millisecond
+
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64() >> 1)
+}
+
 // consume runs one consumer session from the stored position.
 func (r *Runner) consume(ctx context.Context) error {
+	lock, err := r.lead(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Closing only returns the connection to the pool, still holding
+		// the session lock: release it first.
+		_, _ = lock.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", lockKey("projection:"+r.proj.Name()))
+		lock.Close()
+	}()
 	pos, events, err := r.loadPosition(ctx)
 	if err != nil {
 		return err
@@ -349,6 +421,9 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 			return err
 		}
 		r.setState("failed", err, d.commit.StreamSeq)
+		if r.cfg.Poison != nil {
+			r.cfg.Poison.Poisoned(ctx, r.proj.Name(), d.commit, err)
+		}
 		r.log.Error("poison event: projection stopped until retried", "stream_seq", d.commit.StreamSeq, "subject", d.msg.Subject(), "err", err)
 		return errPoison
 	}

@@ -19,14 +19,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/uptrace/bun"
 
+	"github.com/ThreeDotsLabs/watermill"
+
 	"github.com/ledgerd/ledgerd/adapters/httpapi"
+	"github.com/ledgerd/ledgerd/adapters/natsbus"
 	"github.com/ledgerd/ledgerd/adapters/natsembed"
 	"github.com/ledgerd/ledgerd/adapters/pgembed"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
 	"github.com/ledgerd/ledgerd/adapters/session"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/projections"
+	"github.com/ledgerd/ledgerd/projections/keyindex"
 )
 
 // App is a running ledgerd.
@@ -41,6 +47,8 @@ type App struct {
 	store      *eventstore.JetStream
 	Ledger     *ledger.Ledger
 	Projs      *projections.Set
+	Keys       *keyindex.Index
+	reader     *projections.Reader
 	httpSrv    *http.Server
 	listener   net.Listener
 
@@ -86,19 +94,54 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return a, err
 	}
-	a.Ledger, err = ledger.New(a.store, ledger.Config{Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log})
+	a.Keys = keyindex.New(cfg.KeyPrefix)
+	fol := newFollower(a.Keys, log)
+	a.Ledger, err = ledger.New(a.store, ledger.Config{
+		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log,
+		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
+		OnCommit: fol.apply,
+	})
 	if err != nil {
 		return a, err
 	}
+	fol.ledger = a.Ledger
+	if err := natsbus.EnsurePoisonStream(ctx, js, poisonStream, poisonSubject+".>", cfg.StreamReplicas); err != nil {
+		return a, err
+	}
+	pub, err := natsbus.NewPublisher(natsbus.PublisherConfig{JS: js, Logger: watermill.NewSlogLogger(log)})
+	if err != nil {
+		return a, err
+	}
+	a.reader = projections.NewReader(a.db)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	a.Projs = projections.NewSet(projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
-		Logger: log, IsTransient: postgres.IsTransient,
+		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log},
 	}, projections.NewAccounts(), projections.NewUsers())
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.Projs.Run(runCtx) }()
+
+	// The key index: loaded from the read model, then kept current from
+	// the stream from the position that snapshot includes.
+	snap, err := a.reader.KeySnapshot(ctx)
+	if err != nil {
+		return a, fmt.Errorf("loading api keys: %w", err)
+	}
+	a.Keys.Load(loadedKeys(snap))
+	router, err := fol.run(runCtx, js, a.store.StreamName(), a.store.SubjectPrefix(), snap.Position+1)
+	if err != nil {
+		return a, err
+	}
+	a.closers = append(a.closers, func(context.Context) error { return router.Close() })
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	if err := fol.catchUp(cctx, js, a.store.StreamName(), snap.Position); err != nil {
+		return a, err
+	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.flushKeyUse(runCtx) }()
 
 	if err := a.startHTTP(); err != nil {
 		return a, err
@@ -168,7 +211,8 @@ func (a *App) startHTTP() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := httpapi.New(httpapi.Config{
-		Commands: a.Ledger, Reads: projections.NewReader(a.db), Projections: a.Projs,
+		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
+		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
 		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
 	})
@@ -207,6 +251,46 @@ func (a *App) checkNATS(ctx context.Context) error {
 	}
 	_, err = js.AccountInfo(ctx)
 	return err
+}
+
+// flushKeyUse writes last_used_at for keys used since the last flush: at
+// most one write a second, whatever the request rate.
+func (a *App) flushKeyUse(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if used := a.Keys.TakeUsed(); len(used) > 0 {
+			if err := a.reader.TouchKeys(ctx, used); err != nil && ctx.Err() == nil {
+				a.log.Warn("recording api key use", "keys", len(used), "err", err)
+			}
+		}
+	}
+}
+
+func loadedKeys(s projections.KeySnapshot) ([]keyindex.Loaded, []keyindex.LoadedAccount) {
+	keys := make([]keyindex.Loaded, 0, len(s.Keys))
+	for _, k := range s.Keys {
+		h, err := apikey.ParseHash(k.Hash)
+		if err != nil {
+			continue
+		}
+		scopes := make(apikey.Scopes, len(k.Scopes))
+		for i, sc := range k.Scopes {
+			scopes[i] = apikey.Scope(sc)
+		}
+		keys = append(keys, keyindex.Loaded{KeyID: k.ID, AccountID: k.AccountID, Hash: h, Scopes: scopes,
+			Allowlist: k.IPAllowlist, ExpiresAt: k.ExpiresAt, RateLimit: k.RateLimit, Revoked: k.Status == "revoked", Version: k.Version})
+	}
+	accs := make([]keyindex.LoadedAccount, len(s.Accounts))
+	for i, ac := range s.Accounts {
+		accs[i] = keyindex.LoadedAccount{ID: ac.ID, Plan: account.Plan(ac.Plan), Status: account.Status(ac.Status), Version: ac.Version}
+	}
+	return keys, accs
 }
 
 // URL is where the HTTP API listens.

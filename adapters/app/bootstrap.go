@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -24,6 +26,7 @@ type Bootstrap struct {
 	DemoPassword  string
 	DemoAccountID string
 	DemoBalance   money.Amount
+	DemoKey       string // a fresh secret for the demo key, printed once
 }
 
 // devCredentials are generated logins kept in the data dir (mode 0600) so a
@@ -74,6 +77,9 @@ func (a *App) bootstrap(ctx context.Context) (Bootstrap, error) {
 		if _, w, err := a.Ledger.Account(ctx, creds.DemoAccountID); err == nil {
 			b.DemoBalance = w.Available.Add(w.Held)
 		}
+		if b.DemoKey, err = a.demoKey(ctx, creds.DemoAccountID); err != nil {
+			return b, fmt.Errorf("demo key: %w", err)
+		}
 	}
 	return b, saveCreds(credsPath, creds)
 }
@@ -100,6 +106,27 @@ func (a *App) demo(ctx context.Context, creds *devCredentials, credsPath string)
 	_, err := a.Ledger.TopUp(ctx, meta, creds.DemoAccountID, demoCredit, demoTopUpRef)
 	return err
 }
+
+// demoKey creates the demo account's key on the first start and rotates it
+// on every later one: each start prints a working key, shown once, without
+// ever nearing the account's key limit.
+func (a *App) demoKey(ctx context.Context, accountID string) (string, error) {
+	meta := ledger.Meta{Actor: "system:demo", CausationID: a.Ledger.NewID("cmd")}
+	keys, err := a.Ledger.AccountKeys(ctx, accountID)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		if k.Name == demoKeyName && k.ActiveAt(time.Now()) {
+			issued, err := a.Ledger.RotateKey(ctx, meta, accountID, k.ID)
+			return issued.Secret, err
+		}
+	}
+	issued, err := a.Ledger.CreateKey(ctx, meta, accountID, apikey.SpecInput{Name: demoKeyName})
+	return issued.Secret, err
+}
+
+const demoKeyName = "demo"
 
 func randomPassword() string {
 	return rand.Text()[:20]

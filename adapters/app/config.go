@@ -6,6 +6,7 @@ package app
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,25 +18,29 @@ import (
 
 // Config is every setting, read from the environment (see README).
 type Config struct {
-	HTTPAddr       string
-	PublicURL      string
-	DataDir        string
-	NATSURL        string // empty: embedded
-	NATSAddr       string // where the embedded server listens
-	DatabaseURL    string // empty: embedded
-	PGPort         int    // embedded Postgres port; 0 picks one and keeps it
-	Stream         string
-	StreamReplicas int
-	AdminEmail     string
-	AdminPassword  string
-	KeyPrefix      string
-	JWTSecret      string
-	SessionTTL     time.Duration
-	Currency       money.Currency
-	Demo           bool
-	LogLevel       string
-	LogFormat      string
-	BcryptCost     int
+	HTTPAddr          string
+	PublicURL         string
+	DataDir           string
+	NATSURL           string // empty: embedded
+	NATSAddr          string // where the embedded server listens
+	DatabaseURL       string // empty: embedded
+	PGPort            int    // embedded Postgres port; 0 picks one and keeps it
+	Stream            string
+	StreamReplicas    int
+	AdminEmail        string
+	AdminPassword     string
+	KeyPrefix         string
+	JWTSecret         string
+	SessionTTL        time.Duration
+	Currency          money.Currency
+	Demo              bool
+	LogLevel          string
+	LogFormat         string
+	BcryptCost        int
+	MaxKeysPerAccount int
+	DefaultRateLimit  int // requests per minute per key
+	AllowQueryKey     bool
+	TrustedProxies    []netip.Prefix
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
 }
@@ -74,6 +79,29 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.BcryptCost, err = intVar(get("LEDGER_BCRYPT_COST", "10"), "LEDGER_BCRYPT_COST", 4, 31); err != nil {
 		return c, err
 	}
+	if c.MaxKeysPerAccount, err = intVar(get("LEDGER_MAX_KEYS_PER_ACCOUNT", "5"), "LEDGER_MAX_KEYS_PER_ACCOUNT", 1, 1000); err != nil {
+		return c, err
+	}
+	if c.DefaultRateLimit, err = intVar(get("LEDGER_DEFAULT_RATE_LIMIT", "600"), "LEDGER_DEFAULT_RATE_LIMIT", 1, 1_000_000); err != nil {
+		return c, err
+	}
+	if c.AllowQueryKey, err = boolVar(get("LEDGER_ALLOW_QUERY_KEY", "false"), "LEDGER_ALLOW_QUERY_KEY"); err != nil {
+		return c, err
+	}
+	for _, p := range strings.Split(get("LEDGER_TRUSTED_PROXIES", ""), ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return c, fmt.Errorf("LEDGER_TRUSTED_PROXIES: %q is not a CIDR or address", p)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix)
+	}
 	if c.SessionTTL, err = time.ParseDuration(get("LEDGER_SESSION_TTL", "15m")); err != nil || c.SessionTTL <= 0 {
 		return c, fmt.Errorf("LEDGER_SESSION_TTL: want a positive duration such as 15m")
 	}
@@ -107,6 +135,16 @@ func FromEnv(getenv func(string) string) (Config, error) {
 
 // EnvFromOS is FromEnv(os.Getenv).
 func EnvFromOS() (Config, error) { return FromEnv(os.Getenv) }
+
+func boolVar(s, name string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes":
+		return true, nil
+	case "false", "0", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s %q: want true or false", name, s)
+}
 
 func intVar(s, name string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(s)

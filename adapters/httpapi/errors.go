@@ -53,6 +53,8 @@ var errorTable = []struct {
 	{session.ErrInvalid, http.StatusUnauthorized, "unauthorized", "Invalid or expired session token"},
 	{account.ErrNotFound, http.StatusNotFound, "not_found", "Account not found"},
 	{user.ErrNotFound, http.StatusNotFound, "not_found", "User not found"},
+	{account.ErrKeyNotFound, http.StatusNotFound, "not_found", "API key not found"},
+	{account.ErrKeyLimit, http.StatusConflict, "key_limit_reached", "The account already has its maximum number of active API keys"},
 	{projections.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{user.ErrEmailTaken, http.StatusConflict, "email_taken", "A user with this email already exists"},
 	{account.ErrReferenceReused, http.StatusConflict, "idempotency_conflict", "This reference was already used for a different top-up"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -16,10 +17,12 @@ import (
 
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/projections"
+	"github.com/ledgerd/ledgerd/projections/keyindex"
 )
 
 // Commands is the command side as the HTTP layer uses it.
@@ -29,6 +32,9 @@ type Commands interface {
 	TopUp(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, reference string) (ledger.TopUpResult, error)
 	RegisterStaff(ctx context.Context, meta ledger.Meta, email, password string, role user.Role) (string, error)
 	Login(ctx context.Context, email, password string) (ledger.Identity, error)
+	CreateKey(ctx context.Context, meta ledger.Meta, accountID string, in apikey.SpecInput) (ledger.IssuedKey, error)
+	RotateKey(ctx context.Context, meta ledger.Meta, accountID, keyID string) (ledger.IssuedKey, error)
+	RevokeKey(ctx context.Context, meta ledger.Meta, accountID, keyID string) (apikey.Hash, uint64, error)
 	AccountSeq(id string) uint64
 	NewID(prefix string) string
 }
@@ -37,6 +43,7 @@ type Commands interface {
 type Reads interface {
 	Wallet(ctx context.Context, accountID string) (projections.WalletRow, error)
 	Account(ctx context.Context, id string) (projections.AccountRow, error)
+	Keys(ctx context.Context, accountID string) ([]projections.KeyRow, error)
 	Ping(ctx context.Context) error
 }
 
@@ -69,6 +76,17 @@ type Config struct {
 	ReadYourWritesWait time.Duration
 	// MaxProjectionLag is the lag, in events, beyond which /readyz fails.
 	MaxProjectionLag uint64
+	// Keys verifies API keys; AllowQueryKey permits ?api_key=.
+	Keys          KeyVerifier
+	AllowQueryKey bool
+	// TrustedProxies may set X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+}
+
+// KeyVerifier is the API-key hot path.
+type KeyVerifier interface {
+	Verify(key string, addr netip.Addr, now time.Time) (keyindex.Key, error)
+	Allow(keyID string, now time.Time) (bool, time.Duration)
 }
 
 // Server is the HTTP API.
@@ -122,7 +140,12 @@ func (s *Server) routes() {
 	m.Handle("GET /api/admin/projections", s.staff(roleReader, s.projectionsStatus))
 
 	// Customers.
-	m.Handle("GET /api/v1/wallet", s.customer(s.wallet))
+	m.Handle("GET /api/admin/accounts/{id}/api-keys", s.staff(roleReader, s.adminListKeys))
+	m.Handle("GET /api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet))
+	m.Handle("GET /api/users/me/api-keys", s.account(apikey.ScopeKeys, s.listKeys))
+	m.Handle("POST /api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey))
+	m.Handle("POST /api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey))
+	m.Handle("DELETE /api/users/me/api-keys/{id}", s.account(apikey.ScopeKeys, s.revokeKey))
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
 }

@@ -76,6 +76,7 @@ func printBanner(out io.Writer, a *app.App) {
 	}
 	if b.DemoAccountID != "" {
 		fmt.Fprintf(out, "  Demo customer   %s / %s  (account %s, balance $%s)\n", b.DemoEmail, b.DemoPassword, b.DemoAccountID, b.DemoBalance)
+		fmt.Fprintf(out, "  Demo API key    %s  (shown once; a new one is issued at every start)\n", b.DemoKey)
 	}
 	fmt.Fprintf(out, "\n  Try it:\n")
 	fmt.Fprintf(out, "    TOKEN=$(curl -s %s/api/auth/login -H 'Content-Type: application/json' \\\n", a.URL())
@@ -84,6 +85,7 @@ func printBanner(out io.Writer, a *app.App) {
 		fmt.Fprintf(out, "    curl -s %s/api/admin/accounts/%s/topups -H \"Authorization: Bearer $TOKEN\" \\\n", a.URL(), b.DemoAccountID)
 		fmt.Fprintf(out, "      -H 'Content-Type: application/json' -d '{\"amount\":\"10.00\",\"reference\":\"my-first-topup\"}'\n")
 		fmt.Fprintf(out, "    curl -s %s/api/admin/accounts/%s -H \"Authorization: Bearer $TOKEN\"\n", a.URL(), b.DemoAccountID)
+		fmt.Fprintf(out, "    curl -s %s/api/v1/wallet -H \"Authorization: Bearer %s\"\n", a.URL(), b.DemoKey)
 	}
 	fmt.Fprintln(out)
 }

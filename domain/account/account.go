@@ -76,12 +76,15 @@ type Account struct {
 
 	topUps map[string]TopUp // by reference
 
+	keys     map[string]*Key
+	keyOrder []string
+
 	version uint64 // number of events applied
 }
 
 // New returns the empty aggregate for id, before any event.
 func New(id string) *Account {
-	return &Account{id: id, topUps: make(map[string]TopUp)}
+	return &Account{id: id, topUps: make(map[string]TopUp), keys: make(map[string]*Key)}
 }
 
 func (a *Account) ID() string               { return a.id }
@@ -127,6 +130,8 @@ func (a *Account) Apply(e Event) {
 	case ToppedUp:
 		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version}
 		a.applyTransaction(e.Transaction)
+	case KeyCreated, KeyRotated, KeyRevoked:
+		a.applyKey(e)
 	}
 }
 

@@ -60,9 +60,11 @@ type Config[S State[E], E codec.Named] struct {
 	CacheMax int // aggregates kept in memory; default 100,000
 	// MaxBatch bounds how many commands one commit carries.
 	MaxBatch int
-	// OnCommit, if set, is told of every commit this repository appends,
-	// after it is stored.
-	OnCommit func(ref eventstore.Ref, streamSeq uint64)
+	// OnCommit, if set, is given every commit this repository appends,
+	// after it is stored and before any of its commands is answered: the
+	// instance's in-memory views (the API-key index) then show a write
+	// before its caller hears of it.
+	OnCommit func(c eventstore.Commit)
 }
 
 // Repo runs commands for one aggregate type.
@@ -245,7 +247,8 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 			e.streamSeq, e.seq, e.hash = seqs[0], c.LastSeq(), head
 			e.lastAppended.Store(seqs[0])
 			if r.cfg.OnCommit != nil {
-				r.cfg.OnCommit(c.Aggregate, seqs[0])
+				c.StreamSeq = seqs[0]
+				r.cfg.OnCommit(c)
 			}
 			r.reply(batch, seqs[0])
 			return
