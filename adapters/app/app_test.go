@@ -17,7 +17,9 @@ import (
 
 // testDir is a data dir the embedded Postgres can use when tests run as
 // root (t.TempDir's parent is not traversable by the unprivileged user).
-func testDir(t *testing.T) string {
+func testDir(t *testing.T) string { return testDirTB(t) }
+
+func testDirTB(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ledgerd-app-")
 	if err != nil {
@@ -30,19 +32,23 @@ func testDir(t *testing.T) string {
 	return dir
 }
 
-func testConfig(t *testing.T, dir string) Config {
+func testConfig(t *testing.T, dir string) Config { return testConfigTB(t, dir, nil) }
+
+func testConfigTB(t testing.TB, dir string, extra map[string]string) Config {
 	t.Helper()
-	cfg, err := FromEnv(func(k string) string {
-		return map[string]string{
-			"LEDGER_DATA_DIR":       dir,
-			"LEDGER_HTTP_ADDR":      "127.0.0.1:0",
-			"LEDGER_NATS_ADDR":      "127.0.0.1:-1",
-			"LEDGER_ADMIN_EMAIL":    "root@example.com",
-			"LEDGER_ADMIN_PASSWORD": "root-password",
-			"LEDGER_BCRYPT_COST":    "4",
-			"LEDGER_DEMO":           "true",
-		}[k]
-	})
+	env := map[string]string{
+		"LEDGER_DATA_DIR":       dir,
+		"LEDGER_HTTP_ADDR":      "127.0.0.1:0",
+		"LEDGER_NATS_ADDR":      "127.0.0.1:-1",
+		"LEDGER_ADMIN_EMAIL":    "root@example.com",
+		"LEDGER_ADMIN_PASSWORD": "root-password",
+		"LEDGER_BCRYPT_COST":    "4",
+		"LEDGER_DEMO":           "true",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	cfg, err := FromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +56,9 @@ func testConfig(t *testing.T, dir string) Config {
 	return cfg
 }
 
-func startApp(t *testing.T, cfg Config) *App {
+func startApp(t *testing.T, cfg Config) *App { return startAppTB(t, cfg) }
+
+func startAppTB(t testing.TB, cfg Config) *App {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -333,9 +341,16 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if r := admin.do("POST", "/api/admin/accounts/"+demo+"/topups", `{"amount":"12.34","reference":"before-restart"}`); r.Status != 201 {
 		t.Fatalf("top-up: %d %s", r.Status, r.Raw)
 	}
+	cust, keeperAcc := customer(t, admin, "keeper@example.com", "standard")
+	kept, _ := newKey(t, cust, map[string]any{"name": "kept"})
+	gone, goneID := newKey(t, cust, map[string]any{"name": "gone"})
+	if r := cust.do("DELETE", "/api/users/me/api-keys/"+goneID, nil); r.Status != 204 {
+		t.Fatalf("revoke: %d", r.Status)
+	}
+	oldDemoKey := a.Bootstrap.DemoKey
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := a.Projs.Runner("accounts").WaitFor(wctx, a.Ledger.AccountSeq(demo)); err != nil {
+	if err := a.Projs.Runner("accounts").WaitFor(wctx, max(a.Ledger.AccountSeq(demo), a.Ledger.AccountSeq(keeperAcc))); err != nil {
 		t.Fatal(err)
 	}
 	applied := a.Projs.Runner("accounts").Status().Events
@@ -351,6 +366,13 @@ func TestRestartKeepsEverything(t *testing.T) {
 	r := demoUser.do("GET", "/api/v1/wallet", nil)
 	if r.Status != 200 || r.Body["balance"] != "37.34" {
 		t.Fatalf("wallet after restart: %d %s, want balance 37.34", r.Status, r.Raw)
+	}
+	// Keys and revocations survive; the demo key was rotated at start.
+	anon := client{t: t, base: a.URL()}
+	for key, want := range map[string]int{kept: 200, gone: 401, oldDemoKey: 401, a.Bootstrap.DemoKey: 200} {
+		if r := withKey(anon, key).do("GET", "/api/v1/wallet", nil); r.Status != want {
+			t.Fatalf("key after restart: %d, want %d (%s)", r.Status, want, r.Raw)
+		}
 	}
 	// The same reference after the restart is still a replay.
 	if r := admin.do("POST", "/api/admin/accounts/"+demo+"/topups", `{"amount":"12.34","reference":"before-restart"}`); r.Header.Get("Idempotent-Replayed") != "true" {

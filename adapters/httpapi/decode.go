@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/ledgerd/ledgerd/domain/money"
@@ -57,8 +59,13 @@ func decode(r *http.Request, v any) error {
 			}
 			return validation.Field(field, "must be a "+jsonType(typeErr.Type.Kind().String()))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return validation.Field(name, "unknown field")
+			var verr validation.Error
+			unknownFields(body, reflect.TypeOf(v), "", &verr)
+			if len(verr.Fields) == 0 {
+				name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+				verr.Add(name, "unknown field")
+			}
+			return &verr
 		}
 		var ae *apiError
 		if errors.As(err, &ae) {
@@ -74,6 +81,46 @@ func decode(r *http.Request, v any) error {
 		return errStatus(http.StatusBadRequest, "invalid_json", "The request body holds more than one JSON value")
 	}
 	return nil
+}
+
+// unknownFields names every key of the JSON object that the target type
+// has no field for, with its dotted path ("monthly_quota.minutes").
+func unknownFields(raw []byte, t reflect.Type, path string, verr *validation.Error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[strings.ToLower(name)] = f.Type
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ft, ok := fields[strings.ToLower(k)]
+		if !ok {
+			verr.Add(path+k, "unknown field")
+			continue
+		}
+		unknownFields(obj[k], ft, path+k+".", verr)
+	}
 }
 
 func jsonType(kind string) string {
