@@ -120,34 +120,44 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// route is one endpoint; the table is also checked against openapi.json.
+type route struct {
+	method, path string
+	handler      http.Handler
+}
+
+func (s *Server) routeTable() []route {
+	h := func(f http.HandlerFunc) http.Handler { return f }
+	return []route{
+		// Operations.
+		{"GET", "/healthz", h(s.healthz)},
+		{"GET", "/readyz", h(s.readyz)},
+		{"GET", "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})},
+		{"GET", "/openapi.json", h(s.openapi)},
+		// Sessions.
+		{"POST", "/api/auth/login", h(s.login)},
+		// Admin and finance.
+		{"POST", "/api/admin/accounts", s.staff(roleAdmin, s.createAccount)},
+		{"GET", "/api/admin/accounts/{id}", s.staff(roleReader, s.getAccount)},
+		{"PATCH", "/api/admin/accounts/{id}", s.staff(roleAdmin, s.updateAccount)},
+		{"POST", "/api/admin/accounts/{id}/topups", s.staff(roleAdmin, s.topUp)},
+		{"GET", "/api/admin/accounts/{id}/api-keys", s.staff(roleReader, s.adminListKeys)},
+		{"POST", "/api/admin/users", s.staff(roleAdmin, s.createStaff)},
+		{"GET", "/api/admin/projections", s.staff(roleReader, s.projectionsStatus)},
+		// Customers: a session, or an API key with the scope named.
+		{"GET", "/api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet)},
+		{"GET", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.listKeys)},
+		{"POST", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey)},
+		{"POST", "/api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey)},
+		{"DELETE", "/api/users/me/api-keys/{id}", s.account(apikey.ScopeKeys, s.revokeKey)},
+	}
+}
+
 func (s *Server) routes() {
-	m := s.mux
-	// Operations.
-	m.HandleFunc("GET /healthz", s.healthz)
-	m.HandleFunc("GET /readyz", s.readyz)
-	m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
-	m.HandleFunc("GET /openapi.json", s.openapi)
-
-	// Sessions.
-	m.HandleFunc("POST /api/auth/login", s.login)
-
-	// Admin.
-	m.Handle("POST /api/admin/accounts", s.staff(roleAdmin, s.createAccount))
-	m.Handle("GET /api/admin/accounts/{id}", s.staff(roleReader, s.getAccount))
-	m.Handle("PATCH /api/admin/accounts/{id}", s.staff(roleAdmin, s.updateAccount))
-	m.Handle("POST /api/admin/accounts/{id}/topups", s.staff(roleAdmin, s.topUp))
-	m.Handle("POST /api/admin/users", s.staff(roleAdmin, s.createStaff))
-	m.Handle("GET /api/admin/projections", s.staff(roleReader, s.projectionsStatus))
-
-	// Customers.
-	m.Handle("GET /api/admin/accounts/{id}/api-keys", s.staff(roleReader, s.adminListKeys))
-	m.Handle("GET /api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet))
-	m.Handle("GET /api/users/me/api-keys", s.account(apikey.ScopeKeys, s.listKeys))
-	m.Handle("POST /api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey))
-	m.Handle("POST /api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey))
-	m.Handle("DELETE /api/users/me/api-keys/{id}", s.account(apikey.ScopeKeys, s.revokeKey))
-
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	for _, r := range s.routeTable() {
+		s.mux.Handle(r.method+" "+r.path, r.handler)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
 }
 
 // Handler returns the server with its middleware: panics become 500s,
