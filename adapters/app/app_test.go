@@ -315,11 +315,16 @@ func TestAccountAdmin(t *testing.T) {
 	if got["plan"] != "pro" || got["status"] != "suspended" {
 		t.Fatalf("account after patches = %v", got)
 	}
-	// Health and metrics are served.
-	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
+	// Health, metrics and the dashboard are served; the page's assets
+	// come from this server only.
+	for _, p := range []string{"/healthz", "/readyz", "/openapi.json", "/dashboard", "/dashboard/app.js", "/dashboard/app.css"} {
 		if r := anon.do("GET", p, nil); r.Status != 200 {
 			t.Fatalf("GET %s = %d %s", p, r.Status, r.Raw)
 		}
+	}
+	page := anon.do("GET", "/dashboard", nil)
+	if !strings.Contains(page.Raw, `src="/dashboard/app.js"`) || strings.Contains(page.Raw, "http://") || strings.Contains(page.Raw, "https://") {
+		t.Fatalf("dashboard page refers outside this server:\n%s", page.Raw)
 	}
 	if r := anon.do("GET", "/metrics", nil); r.Status != 200 || !strings.Contains(r.Raw, "ledgerd_projection_position") {
 		t.Fatalf("metrics: %d", r.Status)

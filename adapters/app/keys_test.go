@@ -146,8 +146,8 @@ func TestAPIKeyLifecycle(t *testing.T) {
 	if r := withKey(alice, mgr).do("DELETE", "/api/users/me/api-keys/"+id, nil); r.Status != 204 || r.Raw != "" {
 		t.Fatalf("revoke: %d %q", r.Status, r.Raw)
 	}
-	if r := withKey(alice, newSecret).do("GET", "/api/v1/wallet", nil); r.Status != 401 {
-		t.Fatalf("revoked key: %d, want 401", r.Status)
+	if r := withKey(alice, newSecret).do("GET", "/api/v1/wallet", nil); r.Status != 401 || strings.Contains(r.Raw, newSecret[8:]) {
+		t.Fatalf("revoked key: %d %s, want 401 without the key in the body", r.Status, r.Raw)
 	}
 	if r := alice.do("DELETE", "/api/users/me/api-keys/"+id, nil); r.Status != 404 {
 		t.Fatalf("revoking twice: %d, want 404", r.Status)

@@ -22,6 +22,9 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	s := &Server{}
 	served := map[string]bool{}
 	for _, r := range s.routeTable() {
+		if strings.HasPrefix(r.path, "/dashboard") {
+			continue // the web page, not an API
+		}
 		key := strings.ToLower(r.method) + " " + r.path
 		served[key] = true
 		if _, ok := doc.Paths[r.path][strings.ToLower(r.method)]; !ok {

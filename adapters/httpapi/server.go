@@ -134,6 +134,8 @@ func (s *Server) routeTable() []route {
 		{"GET", "/readyz", h(s.readyz)},
 		{"GET", "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})},
 		{"GET", "/openapi.json", h(s.openapi)},
+		{"GET", "/dashboard", dashboard()},
+		{"GET", "/dashboard/", dashboard()},
 		// Sessions.
 		{"POST", "/api/auth/login", h(s.login)},
 		// Admin and finance.
