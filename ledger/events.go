@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/codec"
 )
@@ -10,6 +11,7 @@ import (
 const (
 	TypeAccount = "account"
 	TypeUser    = "user"
+	TypeModel   = "model"
 )
 
 // AccountCodec lists every account event and its current schema version.
@@ -24,6 +26,20 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.KeyCreated](c, 1)
 	codec.Register[account.Event, account.KeyRotated](c, 1)
 	codec.Register[account.Event, account.KeyRevoked](c, 1)
+	codec.Register[account.Event, account.Adjusted](c, 1)
+	codec.Register[account.Event, account.TaskRequested](c, 1)
+	codec.Register[account.Event, account.TaskStarted](c, 1)
+	codec.Register[account.Event, account.TaskAdopted](c, 1)
+	codec.Register[account.Event, account.TaskSucceeded](c, 1)
+	codec.Register[account.Event, account.TaskFailed](c, 1)
+	codec.Register[account.Event, account.CallbackAttempted](c, 1)
+	return c
+}
+
+// ModelCodec lists every price-list event.
+func ModelCodec() *codec.Codec[pricing.Event] {
+	c := codec.New[pricing.Event]()
+	codec.Register[pricing.Event, pricing.ModelSet](c, 1)
 	return c
 }
 

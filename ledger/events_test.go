@@ -14,6 +14,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/codec"
 )
@@ -35,6 +36,27 @@ var accountSamples = []account.Event{
 		Allowlist: []string{"203.0.113.0/24"}, ExpiresAt: ptr(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), RateLimit: 600},
 	account.KeyRotated{KeyID: "key_01", Hash: apikey.HashOf("nx_live_new"), Last4: "_new", PreviousHash: apikey.HashOf("nx_live_example")},
 	account.KeyRevoked{KeyID: "key_01", Hash: apikey.HashOf("nx_live_new")},
+	account.Adjusted{AdjustmentID: "adj_01", Amount: money.MustParse("-5.00"), Reason: "duplicate top-up",
+		Transaction: journal.Move(journal.Available("acc_01"), journal.PlatformAdjustments, money.MustParse("5.00"))},
+	account.TaskRequested{TaskID: "gen_01", KeyID: "key_01", Model: "nano-banana-2", Type: pricing.TypeImage,
+		Price: money.MustParse("0.80"), Currency: money.USD, Provider: "local", ProviderModel: "nano-banana-2",
+		Input:          account.TaskInput{Prompt: "A cat", Size: "1024x1024", RequestType: "sync", CallbackURL: "https://example.com/cb", Extra: map[string]any{"seed": 7.0}},
+		IdempotencyKey: "idem-1", RequestHash: "abcd", Owner: "inst_01",
+		RequestedAt: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), HoldExpiresAt: time.Date(2026, 11, 23, 12, 5, 0, 0, time.UTC),
+		Transaction: journal.Move(journal.Available("acc_01"), journal.Held("acc_01"), money.MustParse("0.80"))},
+	account.TaskStarted{TaskID: "gen_01", ProviderRef: "local_abc"},
+	account.TaskAdopted{TaskID: "gen_01", From: "inst_01", To: "inst_02"},
+	account.TaskSucceeded{TaskID: "gen_01", Output: account.TaskOutput{ImageURL: "http://h/files/a.png", URLs: []string{"http://h/files/a.png"}, EnhancedPrompt: "A cat."},
+		Amount: money.MustParse("0.80"), Transaction: journal.Move(journal.Held("acc_01"), journal.PlatformRevenue, money.MustParse("0.80"))},
+	account.TaskFailed{TaskID: "gen_02", Code: "provider_error", Reason: "boom", Amount: money.MustParse("2.50"),
+		Transaction: journal.Move(journal.Held("acc_01"), journal.Available("acc_01"), money.MustParse("2.50"))},
+	account.CallbackAttempted{TaskID: "gen_01", Attempt: 2, Status: 500, Error: "server error", NextAttemptAt: ptr(time.Date(2026, 11, 23, 12, 1, 0, 0, time.UTC))},
+}
+
+var modelSamples = []pricing.Event{
+	pricing.ModelSet{Model: pricing.Model{Name: "nano-banana-2", Type: pricing.TypeImage, Price: money.MustParse("0.90"), Currency: money.USD,
+		Provider: "fal", ProviderModel: "fal-ai/nano-banana", Options: pricing.Options{TimeoutMS: 60000, Retries: 2, Sizes: []string{"1024x1024"}}},
+		PreviousPrice: ptr(money.MustParse("0.80"))},
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -46,6 +68,7 @@ var userSamples = []user.Event{
 func TestGoldenEvents(t *testing.T) {
 	checkGolden(t, AccountCodec(), accountSamples)
 	checkGolden(t, UserCodec(), userSamples)
+	checkGolden(t, ModelCodec(), modelSamples)
 }
 
 func checkGolden[E codec.Named](t *testing.T, c *codec.Codec[E], samples []E) {

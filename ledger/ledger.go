@@ -14,6 +14,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
@@ -31,6 +32,8 @@ type Config struct {
 	// OnCommit is given every account commit this instance appends, before
 	// the command is answered.
 	OnCommit func(eventstore.Commit)
+	// Owner is this instance's id, recorded on the tasks it drives.
+	Owner string
 }
 
 // Ledger executes commands.
@@ -40,6 +43,8 @@ type Ledger struct {
 	ids      ids.Generator
 	accounts *aggregates.Repo[*account.Account, account.Event]
 	users    *aggregates.Repo[*user.User, user.Event]
+	models   *aggregates.Repo[*pricing.Entry, pricing.Event]
+	prices   *priceList
 	// dummyHash is compared against when a login names no user, so that
 	// an unknown email costs as long as a wrong password.
 	dummyHash []byte
@@ -58,6 +63,9 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = defaultOwner
 	}
 	if cfg.Keys.Prefix == "" {
 		cfg.Keys.Prefix = "nx_live_"
@@ -78,6 +86,12 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 		Type: TypeUser, Store: store, Codec: UserCodec(), New: user.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
 	})
+	l.prices = newPriceList()
+	l.models = aggregates.New(aggregates.Config[*pricing.Entry, pricing.Event]{
+		Type: TypeModel, Store: store, Codec: ModelCodec(), New: pricing.NewEntry,
+		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger,
+		OnCommit: func(c eventstore.Commit) { _ = l.prices.applyCommit(c) },
+	})
 	h, err := bcrypt.GenerateFromPassword([]byte("not a password anyone has"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
@@ -97,6 +111,20 @@ func (l *Ledger) Observe(ref eventstore.Ref, streamSeq uint64) {
 		l.accounts.Observe(ref.ID, streamSeq)
 	case TypeUser:
 		l.users.Observe(ref.ID, streamSeq)
+	case TypeModel:
+		l.models.Observe(ref.ID, streamSeq)
+	}
+}
+
+// ObserveCommit is fed every commit seen on the stream: it keeps cached
+// aggregates honest and the price list current with other instances'
+// changes.
+func (l *Ledger) ObserveCommit(c eventstore.Commit) {
+	l.Observe(c.Aggregate, c.StreamSeq)
+	if c.Aggregate.Type == TypeModel {
+		if err := l.prices.applyCommit(c); err != nil {
+			l.cfg.Logger.Warn("price list", "err", err)
+		}
 	}
 }
 

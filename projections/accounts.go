@@ -143,6 +143,8 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
 					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
+			case account.Moving:
+				ch.add(id, e.Postings())
 			case account.KeyCreated:
 				keys = append(keys, keyRow(id, e, ev.OccurredAt, ev.Seq))
 			case account.KeyRotated:

@@ -93,3 +93,39 @@ func (r *Reader) TouchKeys(ctx context.Context, used map[string]time.Time) error
 		pgdialect.Array(ids), pgdialect.Array(ats)).Exec(ctx)
 	return err
 }
+
+// Task returns one task of an account.
+func (r *Reader) Task(ctx context.Context, accountID, taskID string) (TaskRow, error) {
+	var t TaskRow
+	err := r.db.NewSelect().Model(&t).Where("id = ? AND account_id = ?", taskID, accountID).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return TaskRow{}, ErrNotFound
+	}
+	return t, err
+}
+
+// TaskByIdempotencyKey finds the task an idempotency key created.
+func (r *Reader) TaskByIdempotencyKey(ctx context.Context, accountID, key string) (TaskRow, error) {
+	var t TaskRow
+	err := r.db.NewSelect().Model(&t).Where("account_id = ? AND idempotency_key = ?", accountID, key).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return TaskRow{}, ErrNotFound
+	}
+	return t, err
+}
+
+// OpenTasks returns tasks still pending or running, oldest hold first.
+func (r *Reader) OpenTasks(ctx context.Context, limit int) ([]TaskRow, error) {
+	var rows []TaskRow
+	err := r.db.NewSelect().Model(&rows).Where("status IN ('pending', 'running')").
+		Order("hold_expires_at").Limit(int64(limit)).Scan(ctx)
+	return rows, err
+}
+
+// DueCallbacks returns tasks whose callback is due.
+func (r *Reader) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]TaskRow, error) {
+	var rows []TaskRow
+	err := r.db.NewSelect().Model(&rows).Where("callback_status = 'pending' AND callback_next_at <= ?", now).
+		Order("callback_next_at").Limit(int64(limit)).Scan(ctx)
+	return rows, err
+}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,16 +23,21 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
+	"github.com/ledgerd/ledgerd/adapters/callbacks"
 	"github.com/ledgerd/ledgerd/adapters/httpapi"
+	"github.com/ledgerd/ledgerd/adapters/idempotency"
 	"github.com/ledgerd/ledgerd/adapters/natsbus"
 	"github.com/ledgerd/ledgerd/adapters/natsembed"
 	"github.com/ledgerd/ledgerd/adapters/pgembed"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/providers/local"
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/tasks"
 	"github.com/ledgerd/ledgerd/projections"
 	"github.com/ledgerd/ledgerd/projections/keyindex"
 )
@@ -48,9 +55,15 @@ type App struct {
 	Ledger     *ledger.Ledger
 	Projs      *projections.Set
 	Keys       *keyindex.Index
+	Runner     *tasks.Runner
 	reader     *projections.Reader
-	httpSrv    *http.Server
-	listener   net.Listener
+	local      *local.Provider
+	timing     tasks.Timing
+	instance   string
+
+	webhookSecret func(string) string
+	httpSrv       *http.Server
+	listener      net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -94,10 +107,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return a, err
 	}
+	if a.instance, err = instanceID(cfg.DataDir); err != nil {
+		return a, fmt.Errorf("instance id: %w", err)
+	}
+	// Listen now: the public URL goes into generated files' links.
+	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return a, fmt.Errorf("http: %w", err)
+	}
 	a.Keys = keyindex.New(cfg.KeyPrefix)
 	fol := newFollower(a.Keys, log)
 	a.Ledger, err = ledger.New(a.store, ledger.Config{
-		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log,
+		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log, Owner: a.instance,
 		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
 		OnCommit: fol.apply,
 	})
@@ -105,6 +125,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		return a, err
 	}
 	fol.ledger = a.Ledger
+	if err := a.Ledger.LoadPrices(ctx); err != nil {
+		return a, err
+	}
+	if err := a.Ledger.EnsureDefaultPrices(ctx); err != nil {
+		return a, err
+	}
+	a.local, err = local.New(local.Config{Dir: filepath.Join(cfg.DataDir, "files"), BaseURL: a.URL()})
+	if err != nil {
+		return a, err
+	}
+	a.Runner = tasks.NewRunner(a.Ledger, log.With("component", "tasks"), a.local)
+	a.timing = cfg.timing()
 	if err := natsbus.EnsurePoisonStream(ctx, js, poisonStream, poisonSubject+".>", cfg.StreamReplicas); err != nil {
 		return a, err
 	}
@@ -119,7 +151,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.Projs = projections.NewSet(projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
 		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log},
-	}, projections.NewAccounts(), projections.NewUsers())
+	}, projections.NewAccounts(), projections.NewUsers(), projections.NewTasks())
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.Projs.Run(runCtx) }()
 
@@ -143,7 +175,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.flushKeyUse(runCtx) }()
 
-	if err := a.startHTTP(); err != nil {
+	if err := a.startWork(runCtx, js); err != nil {
+		return a, err
+	}
+	if err := a.startHTTP(ctx, js); err != nil {
 		return a, err
 	}
 	if a.Bootstrap, err = a.bootstrap(ctx); err != nil {
@@ -199,7 +234,42 @@ func (a *App) startPostgres(ctx context.Context) error {
 	return postgres.Migrate(ctx, db, a.log)
 }
 
-func (a *App) startHTTP() error {
+// startWork starts what keeps money moving without requests: heartbeats,
+// the sweeper that resumes, adopts and releases tasks, and (on one
+// instance) callback delivery.
+func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
+	hb, err := newHeartbeats(ctx, js, a.cfg.StreamReplicas)
+	if err != nil {
+		return err
+	}
+	if err := hb.beat(ctx, a.instance); err != nil {
+		return err
+	}
+	secrets, err := webhookSecrets(a.cfg.WebhookKey, a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	a.webhookSecret = secrets
+	sweeper := &tasks.Sweeper{
+		Ledger: a.Ledger, Runner: a.Runner, Open: openTasks(a.reader), Alive: hb.alive,
+		Timeout: func(m pricing.Model) time.Duration { t, _ := a.timing.For(m); return t },
+		Log:     a.log.With("component", "sweeper"), Interval: a.cfg.SweepInterval,
+	}
+	dispatcher := &callbacks.Dispatcher{
+		Due: dueCallbacks(a.reader), Record: a.Ledger.RecordCallback, Secret: secrets,
+		Log: a.log.With("component", "callbacks"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
+	}
+	a.wg.Add(3)
+	go func() {
+		defer a.wg.Done()
+		hb.run(ctx, a.instance, func(err error) { a.log.Warn("heartbeat", "err", err) })
+	}()
+	go func() { defer a.wg.Done(); sweeper.Run(ctx) }()
+	go func() { defer a.wg.Done(); a.leading(ctx, "callbacks", dispatcher.Run) }()
+	return nil
+}
+
+func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 	key, err := session.LoadOrCreateKey(a.cfg.JWTSecret, a.cfg.DataDir)
 	if err != nil {
 		return err
@@ -210,17 +280,24 @@ func (a *App) startHTTP() error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api := httpapi.New(httpapi.Config{
+	var api *httpapi.Server
+	idem, err := idempotency.New(ctx, idempotency.Config{
+		JS: js, Replicas: a.cfg.StreamReplicas, Logger: a.log,
+		WriteError: func(w http.ResponseWriter, r *http.Request, err error) { api.WriteError(w, r, err) },
+		Redact:     redactSecrets,
+	})
+	if err != nil {
+		return err
+	}
+	api = httpapi.New(httpapi.Config{
 		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
-		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
+		Tasks: a.Runner, Timing: a.timing, Idempotency: idem, WebhookSecret: a.webhookSecret,
+		Files: http.StripPrefix("/files", a.local.FileServer()),
+		Keys:  a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
 		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
 	})
-	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
-	}
-	a.listener = ln
+	ln := a.listener
 	a.httpSrv = &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -293,6 +370,29 @@ func loadedKeys(s projections.KeySnapshot) ([]keyindex.Loaded, []keyindex.Loaded
 	return keys, accs
 }
 
+// redactSecrets drops a one-time key secret from a response before the
+// idempotency store keeps it: a replayed key creation says which key was
+// made, never its secret again.
+func redactSecrets(r *http.Request, body []byte) []byte {
+	if !strings.HasPrefix(r.URL.Path, "/api/users/me/api-keys") {
+		return body
+	}
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	if _, ok := m["key"]; !ok {
+		return body
+	}
+	delete(m, "key")
+	m["key_redacted"] = "the secret is shown only in the first response"
+	b, err := json.Marshal(m)
+	if err != nil {
+		return body
+	}
+	return b
+}
+
 // URL is where the HTTP API listens.
 func (a *App) URL() string {
 	if a.cfg.PublicURL != "" {
@@ -316,6 +416,13 @@ func (a *App) Close(ctx context.Context) error {
 	if a.httpSrv != nil {
 		if err := a.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	if a.Runner != nil {
+		// Calls in flight finish and are recorded; any cut short by the
+		// deadline stay open and are resumed at the next start.
+		if err := a.Runner.Close(ctx); err != nil {
+			a.log.Warn("stopping tasks", "err", err)
 		}
 	}
 	if a.cancel != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
+	"github.com/ledgerd/ledgerd/ledger/tasks"
 )
 
 // Config is every setting, read from the environment (see README).
@@ -41,8 +43,20 @@ type Config struct {
 	DefaultRateLimit  int // requests per minute per key
 	AllowQueryKey     bool
 	TrustedProxies    []netip.Prefix
+	// Call timeouts and hold lifetimes per generation type.
+	Timeouts map[pricing.Type]time.Duration
+	HoldTTLs map[pricing.Type]time.Duration
+	// SweepInterval is how often open tasks are checked.
+	SweepInterval        time.Duration
+	CallbackAllowPrivate bool
+	CallbackBaseDelay    time.Duration
+	WebhookKey           string
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
+}
+
+func (c Config) timing() tasks.Timing {
+	return tasks.Timing{Timeout: c.Timeouts, HoldTTL: c.HoldTTLs}
 }
 
 // FromEnv reads the configuration; getenv is os.Getenv outside tests.
@@ -102,6 +116,29 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.TrustedProxies = append(c.TrustedProxies, prefix)
 	}
+	c.Timeouts, c.HoldTTLs = map[pricing.Type]time.Duration{}, map[pricing.Type]time.Duration{}
+	for _, t := range []struct {
+		typ           pricing.Type
+		timeout, hold string
+	}{{pricing.TypeImage, "60s", "5m"}, {pricing.TypeVideo, "5m", "20m"}, {pricing.TypeDirector, "5m", "20m"}} {
+		name := strings.ToUpper(string(t.typ))
+		if c.Timeouts[t.typ], err = durationVar(get("LEDGER_TIMEOUT_"+name, t.timeout), "LEDGER_TIMEOUT_"+name); err != nil {
+			return c, err
+		}
+		if c.HoldTTLs[t.typ], err = durationVar(get("LEDGER_HOLD_TTL_"+name, t.hold), "LEDGER_HOLD_TTL_"+name); err != nil {
+			return c, err
+		}
+	}
+	if c.SweepInterval, err = durationVar(get("LEDGER_SWEEP_INTERVAL", "1s"), "LEDGER_SWEEP_INTERVAL"); err != nil {
+		return c, err
+	}
+	if c.CallbackAllowPrivate, err = boolVar(get("LEDGER_CALLBACK_ALLOW_PRIVATE", "false"), "LEDGER_CALLBACK_ALLOW_PRIVATE"); err != nil {
+		return c, err
+	}
+	if c.CallbackBaseDelay, err = durationVar(get("LEDGER_CALLBACK_BASE_DELAY", "10s"), "LEDGER_CALLBACK_BASE_DELAY"); err != nil {
+		return c, err
+	}
+	c.WebhookKey = getenv("LEDGER_WEBHOOK_KEY")
 	if c.SessionTTL, err = time.ParseDuration(get("LEDGER_SESSION_TTL", "15m")); err != nil || c.SessionTTL <= 0 {
 		return c, fmt.Errorf("LEDGER_SESSION_TTL: want a positive duration such as 15m")
 	}
@@ -135,6 +172,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 
 // EnvFromOS is FromEnv(os.Getenv).
 func EnvFromOS() (Config, error) { return FromEnv(os.Getenv) }
+
+func durationVar(s, name string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s %q: want a positive duration such as 90s", name, s)
+	}
+	return d, nil
+}
 
 func boolVar(s, name string) (bool, error) {
 	switch strings.ToLower(s) {

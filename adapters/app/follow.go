@@ -62,7 +62,7 @@ func (f *follower) handle(m *message.Message) error {
 	}
 	f.apply(c)
 	if f.ledger != nil {
-		f.ledger.Observe(c.Aggregate, c.StreamSeq)
+		f.ledger.ObserveCommit(c)
 	}
 	f.applied.Store(c.StreamSeq)
 	return nil

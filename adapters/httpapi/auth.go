@@ -105,7 +105,7 @@ func (s *Server) account(scope apikey.Scope, h handlerFunc) http.Handler {
 			s.writeError(w, r, errStatus(http.StatusForbidden, "forbidden", "This endpoint is for customer accounts; staff use /api/admin"))
 			return
 		}
-		if p.KeyID != "" && !p.Scopes.Has(scope) {
+		if p.KeyID != "" && scope != "" && !p.Scopes.Has(scope) {
 			s.writeError(w, r, errStatus(http.StatusForbidden, "forbidden_scope", "This API key lacks the "+string(scope)+" scope"))
 			return
 		}
@@ -210,7 +210,21 @@ func (s *Server) trusted(a netip.Addr) bool {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, p Principal, h handlerFunc) {
 	r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
-	if err := h(w, r, p); err != nil {
-		s.writeError(w, r, err)
+	run := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r, p); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+	// Generation calls are idempotent on the account aggregate; every other
+	// POST through the shared store. Keys are scoped to the caller.
+	if r.Method == http.MethodPost && s.cfg.Idempotency != nil && !isGeneration(r.URL.Path) {
+		s.cfg.Idempotency.Wrap(w, r, p.Actor(), run)
+		return
 	}
+	run(w, r)
+}
+
+func isGeneration(path string) bool {
+	return strings.HasPrefix(path, "/api/v1/image/") || strings.HasPrefix(path, "/api/v1/video/") ||
+		strings.HasPrefix(path, "/api/v1/generateTask/")
 }

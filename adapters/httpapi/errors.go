@@ -6,14 +6,18 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
+	"github.com/ledgerd/ledgerd/adapters/idempotency"
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/domain/validation"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/tasks"
 	"github.com/ledgerd/ledgerd/projections"
 )
 
@@ -59,6 +63,18 @@ var errorTable = []struct {
 	{user.ErrEmailTaken, http.StatusConflict, "email_taken", "A user with this email already exists"},
 	{account.ErrReferenceReused, http.StatusConflict, "idempotency_conflict", "This reference was already used for a different top-up"},
 	{account.ErrClosed, http.StatusConflict, "account_closed", "The account is closed"},
+	{account.ErrInsufficientFunds, http.StatusPaymentRequired, "insufficient_balance", "Insufficient API balance"},
+	{account.ErrPlanRequired, http.StatusForbidden, "plan_required", "API access requires a paid plan"},
+	{account.ErrInactive, http.StatusForbidden, "forbidden", "The account is suspended"},
+	{account.ErrKeyInactive, http.StatusUnauthorized, "unauthorized", "Invalid or missing API key"},
+	{account.ErrScope, http.StatusForbidden, "forbidden_scope", "API key scope does not allow this model"},
+	{account.ErrIdempotencyMismatch, http.StatusConflict, "idempotency_conflict", "This Idempotency-Key was used with a different request"},
+	{pricing.ErrUnknownModel, http.StatusNotFound, "not_found", "Unknown model"},
+	{idempotency.ErrConflict, http.StatusConflict, "idempotency_conflict", "This Idempotency-Key was used with a different request"},
+	{idempotency.ErrInProgress, http.StatusConflict, "idempotency_conflict", "A request with this Idempotency-Key is still in progress; retry shortly"},
+	{idempotency.ErrInvalidKey, http.StatusBadRequest, "bad_request", "Idempotency-Key must be 1-255 printable ASCII characters"},
+	{idempotency.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "The idempotency store is unreachable; nothing was changed"},
+	{tasks.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "The provider for this model is unavailable; nothing was charged"},
 	{aggregates.ErrTooManyConflicts, http.StatusServiceUnavailable, "unavailable", "The account is busy; retry shortly"},
 	{eventstore.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "The event store is unreachable; nothing was changed"},
 	{errDatabase, http.StatusServiceUnavailable, "unavailable", "The database is unreachable; nothing was changed"},
@@ -74,6 +90,12 @@ func toAPIError(err error) (*apiError, bool) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae, true
+	}
+	var qe *account.QuotaError
+	if errors.As(err, &qe) {
+		return &apiError{Status: http.StatusTooManyRequests, Code: "quota_exceeded",
+			Message:    "Monthly " + qe.Limit + " quota of this API key is used up",
+			RetryAfter: max(1, int(time.Until(qe.RetryAt).Seconds()+0.999))}, true
 	}
 	var verr *validation.Error
 	if errors.As(err, &verr) {
@@ -99,6 +121,9 @@ type errorBody struct {
 		Details []validation.FieldError `json:"details,omitempty"`
 	} `json:"error"`
 	RequestID string `json:"request_id"`
+	// On generateTask only, as that vendor's clients read them.
+	Code    int    `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // writeError renders err in the contract's format. Internal errors are
@@ -115,6 +140,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var body errorBody
 	body.Error.Code, body.Error.Message, body.Error.Details = ae.Code, ae.Message, ae.Details
 	body.RequestID = requestID(r.Context())
+	if v, _ := r.Context().Value(vendorKey{}).(bool); v {
+		body.Code, body.Message = ae.Status, ae.Message
+	}
 	if ae.RetryAfter > 0 {
 		w.Header().Set("Retry-After", itoa(ae.RetryAfter))
 	}

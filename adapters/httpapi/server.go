@@ -15,12 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ledgerd/ledgerd/adapters/idempotency"
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/tasks"
 	"github.com/ledgerd/ledgerd/projections"
 	"github.com/ledgerd/ledgerd/projections/keyindex"
 )
@@ -35,6 +38,12 @@ type Commands interface {
 	CreateKey(ctx context.Context, meta ledger.Meta, accountID string, in apikey.SpecInput) (ledger.IssuedKey, error)
 	RotateKey(ctx context.Context, meta ledger.Meta, accountID, keyID string) (ledger.IssuedKey, error)
 	RevokeKey(ctx context.Context, meta ledger.Meta, accountID, keyID string) (apikey.Hash, uint64, error)
+	Reserve(ctx context.Context, meta ledger.Meta, accountID string, req account.TaskRequest) (ledger.Reservation, error)
+	OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error)
+	Model(name string) (pricing.Model, error)
+	Models() []pricing.Model
+	SetModel(ctx context.Context, meta ledger.Meta, m pricing.Model) (pricing.Model, error)
+	Adjust(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, reason string) (string, uint64, error)
 	AccountSeq(id string) uint64
 	NewID(prefix string) string
 }
@@ -44,6 +53,8 @@ type Reads interface {
 	Wallet(ctx context.Context, accountID string) (projections.WalletRow, error)
 	Account(ctx context.Context, id string) (projections.AccountRow, error)
 	Keys(ctx context.Context, accountID string) ([]projections.KeyRow, error)
+	Task(ctx context.Context, accountID, taskID string) (projections.TaskRow, error)
+	TaskByIdempotencyKey(ctx context.Context, accountID, key string) (projections.TaskRow, error)
 	Ping(ctx context.Context) error
 }
 
@@ -81,6 +92,23 @@ type Config struct {
 	AllowQueryKey bool
 	// TrustedProxies may set X-Forwarded-For.
 	TrustedProxies []netip.Prefix
+	// Tasks drives generation calls; Timing sets their bounds.
+	Tasks  TaskRunner
+	Timing tasks.Timing
+	// Idempotency replays POSTs other than generation calls (which are
+	// idempotent on the account aggregate itself).
+	Idempotency *idempotency.Store
+	// WebhookSecret derives an account's callback signing secret.
+	WebhookSecret func(accountID string) string
+	// Files serves generated media under /files/.
+	Files http.Handler
+}
+
+// TaskRunner drives generation tasks.
+type TaskRunner interface {
+	Start(t tasks.Task)
+	Run(ctx context.Context, t tasks.Task) (tasks.Result, error)
+	Provider(name string) (tasks.Provider, bool)
 }
 
 // KeyVerifier is the API-key hot path.
@@ -136,6 +164,7 @@ func (s *Server) routeTable() []route {
 		{"GET", "/openapi.json", h(s.openapi)},
 		{"GET", "/dashboard", dashboard()},
 		{"GET", "/dashboard/", dashboard()},
+		{"GET", "/files/", s.files()},
 		// Sessions.
 		{"POST", "/api/auth/login", h(s.login)},
 		// Admin and finance.
@@ -152,7 +181,30 @@ func (s *Server) routeTable() []route {
 		{"POST", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey)},
 		{"POST", "/api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey)},
 		{"DELETE", "/api/users/me/api-keys/{id}", s.account(apikey.ScopeKeys, s.revokeKey)},
+		{"GET", "/api/v1/webhook-secret", s.account(apikey.ScopeKeys, s.webhookSecret)},
+		// Generation: the scope is checked against the model's type.
+		{"POST", "/api/v1/image/generate", s.account("", s.imageGenerate)},
+		{"POST", "/api/v1/video/generate", s.account("", s.videoGenerate)},
+		{"POST", "/api/v1/generateTask/{model}", s.vendorErrors(s.account("", s.generateTask))},
+		{"GET", "/api/v1/tasks/{taskId}", s.account(apikey.ScopeTasks, s.getTask)},
+		{"GET", "/api/v1/models", h(s.listModels)},
+		// Price list and corrections.
+		{"PUT", "/api/admin/models/{model}", s.staff(roleAdmin, s.putModel)},
+		{"POST", "/api/admin/accounts/{id}/adjustments", s.staff(roleAdmin, s.adjust)},
 	}
+}
+
+func (s *Server) files() http.Handler {
+	if s.cfg.Files == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	}
+	return s.cfg.Files
+}
+
+// WriteError renders err in the contract's format (for middleware that
+// lives outside this package).
+func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeError(w, r, err)
 }
 
 func (s *Server) routes() {

@@ -48,7 +48,7 @@ func ToMessage(c eventstore.Commit) (*message.Message, error) {
 	m.Metadata.Set(MetaAggregateType, c.Aggregate.Type)
 	m.Metadata.Set(MetaAggregateID, c.Aggregate.ID)
 	m.Metadata.Set(MetaEventTypes, strings.Join(types, ","))
-	m.Metadata.Set(MetaStreamSeq, eventstore.SeqString(c.StreamSeq))
+	m.Metadata.Set(MetaStreamSeq, strconv.FormatUint(c.StreamSeq, 10))
 	// A commit that was never stored has no time; leaving the key out
 	// keeps FromMessage from inventing year 1.
 	if !c.Stored.IsZero() {

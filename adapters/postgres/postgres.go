@@ -113,3 +113,21 @@ func IsTransient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) ||
 		errors.Is(err, driverBadConn)
 }
+
+// TryLock takes a session-level advisory lock on a dedicated connection.
+// It is released by release, or by Postgres if this process dies.
+func TryLock(ctx context.Context, db *bun.DB, name string) (release func(), ok bool, err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	key := lockKey(name)
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&ok); err != nil || !ok {
+		conn.Close()
+		return nil, false, err
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", key)
+		conn.Close()
+	}, true, nil
+}

@@ -79,12 +79,18 @@ type Account struct {
 	keys     map[string]*Key
 	keyOrder []string
 
+	holds     map[string]*Hold
+	idem      map[string]idemEntry
+	idemOrder []string
+	usage     map[string]*keyUsage
+
 	version uint64 // number of events applied
 }
 
 // New returns the empty aggregate for id, before any event.
 func New(id string) *Account {
-	return &Account{id: id, topUps: make(map[string]TopUp), keys: make(map[string]*Key)}
+	return &Account{id: id, topUps: make(map[string]TopUp), keys: make(map[string]*Key),
+		holds: make(map[string]*Hold), idem: make(map[string]idemEntry), usage: make(map[string]*keyUsage)}
 }
 
 func (a *Account) ID() string               { return a.id }
@@ -130,8 +136,12 @@ func (a *Account) Apply(e Event) {
 	case ToppedUp:
 		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version}
 		a.applyTransaction(e.Transaction)
+	case Adjusted:
+		a.applyTransaction(e.Transaction)
 	case KeyCreated, KeyRotated, KeyRevoked:
 		a.applyKey(e)
+	case TaskRequested, TaskStarted, TaskAdopted, TaskSucceeded, TaskFailed:
+		a.applyTask(e)
 	}
 }
 

@@ -52,3 +52,15 @@ func (Opened) EventName() string        { return EventOpened }
 func (PlanChanged) EventName() string   { return EventPlanChanged }
 func (StatusChanged) EventName() string { return EventStatusChanged }
 func (ToppedUp) EventName() string      { return EventToppedUp }
+
+// Moving is an event that moves money: it carries a balanced transaction.
+type Moving interface {
+	Event
+	Postings() journal.Transaction
+}
+
+func (e ToppedUp) Postings() journal.Transaction      { return e.Transaction }
+func (e Adjusted) Postings() journal.Transaction      { return e.Transaction }
+func (e TaskRequested) Postings() journal.Transaction { return e.Transaction }
+func (e TaskSucceeded) Postings() journal.Transaction { return e.Transaction }
+func (e TaskFailed) Postings() journal.Transaction    { return e.Transaction }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -341,9 +340,6 @@ func classify(err error) error {
 	return err
 }
 
-// SeqString formats a stream sequence for logs and headers.
-func SeqString(seq uint64) string { return strconv.FormatUint(seq, 10) }
-
 // Messages returns how many messages the stream holds (for tests and
 // status pages).
 func (s *JetStream) Messages(ctx context.Context) (uint64, error) {
@@ -356,4 +352,40 @@ func (s *JetStream) Messages(ctx context.Context) (uint64, error) {
 		return 0, classify(err)
 	}
 	return info.State.Msgs, nil
+}
+
+// LoadType returns every commit of every aggregate of one type, in stream
+// order. It is for small aggregate types read whole at start (the price
+// list), not for accounts.
+func (s *JetStream) LoadType(ctx context.Context, typ string) ([]Commit, error) {
+	subject := s.cfg.SubjectPrefix + "." + typ + ".>"
+	var commits []Commit
+	var after uint64
+	for {
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
+			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		if err != nil {
+			return nil, fmt.Errorf("eventstore: loading %s: %w", subject, classify(err))
+		}
+		more := false
+		for msg, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: loading %s: %w", subject, classify(err))
+			}
+			ref, _ := s.ParseSubject(msg.Subject)
+			c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: loading %s at %d: %w", subject, msg.Sequence, err)
+			}
+			commits = append(commits, c)
+			after = msg.Sequence
+			more = msg.Header.Get("Nats-Num-Pending") != "0"
+		}
+		if !more {
+			return commits, nil
+		}
+	}
 }

@@ -1,0 +1,416 @@
+package account
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ledgerd/ledgerd/domain/apikey"
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
+)
+
+// A generation call moves money in two steps. Accepting it reserves its
+// price (available → held) in the same event that records the request;
+// success captures the hold (held → revenue), failure releases it in full
+// (held → available). The account never has less than zero available or
+// held, and every hold ends exactly once.
+
+// Hold is an accepted call whose outcome is not yet recorded.
+type Hold struct {
+	TaskID      string
+	KeyID       string
+	Model       string
+	Type        pricing.Type
+	Amount      money.Amount
+	Month       string // UTC calendar month the call counts against
+	Owner       string // the ledgerd instance driving it
+	Started     bool
+	ProviderRef string
+	Callback    bool
+	RequestedAt time.Time
+	ExpiresAt   time.Time
+}
+
+// IdempotencyWindow is how long the aggregate itself remembers generation
+// idempotency keys; older ones are answered from the tasks read model, which
+// trails the stream by far less than this.
+const IdempotencyWindow = 10 * time.Minute
+
+type idemEntry struct {
+	taskID string
+	hash   string
+	at     time.Time
+}
+
+type keyUsage struct {
+	month string
+	calls int64
+	spend money.Amount
+}
+
+// TaskInput is what the caller asked for.
+type TaskInput struct {
+	Prompt      string         `json:"prompt"`
+	Size        string         `json:"size,omitempty"`
+	Duration    int            `json:"duration,omitempty"`
+	Resolution  string         `json:"resolution,omitempty"`
+	RequestType string         `json:"request_type"` // sync or async
+	CallbackURL string         `json:"callback_url,omitempty"`
+	Extra       map[string]any `json:"extra,omitempty"`
+}
+
+// TaskRequest is a call to accept.
+type TaskRequest struct {
+	TaskID         string
+	KeyID          string // empty for a user session
+	Model          pricing.Model
+	Input          TaskInput
+	IdempotencyKey string
+	RequestHash    string
+	Owner          string
+	HoldTTL        time.Duration
+}
+
+var (
+	// ErrInsufficientFunds: available balance below the price.
+	ErrInsufficientFunds = errors.New("insufficient balance")
+	// ErrPlanRequired: the plan has no API access.
+	ErrPlanRequired = errors.New("plan has no api access")
+	// ErrInactive: the account is suspended or closed.
+	ErrInactive = errors.New("account suspended or closed")
+	// ErrKeyInactive: the key was revoked or expired before the call was
+	// decided (it may have passed authentication a moment earlier).
+	ErrKeyInactive = errors.New("api key revoked or expired")
+	// ErrScope: the key's scopes do not cover the model.
+	ErrScope = errors.New("api key scope does not allow this model")
+	// ErrIdempotencyMismatch: the idempotency key was used for another
+	// request.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrTaskNotOpen: the task has no open hold (finished, or unknown).
+	ErrTaskNotOpen = errors.New("task is not open")
+	// ErrNotOwner: the task is driven by another instance.
+	ErrNotOwner = errors.New("task is owned by another instance")
+)
+
+// DuplicateError says the idempotency key names an earlier call.
+type DuplicateError struct{ TaskID string }
+
+func (e *DuplicateError) Error() string { return "duplicate of task " + e.TaskID }
+
+// QuotaError says a key's monthly quota is used up until RetryAt.
+type QuotaError struct {
+	Limit   string
+	RetryAt time.Time
+}
+
+func (e *QuotaError) Error() string { return "monthly " + e.Limit + " quota of the api key used up" }
+
+// Month is the quota period of t.
+func Month(t time.Time) string { return t.UTC().Format("2006-01") }
+
+func nextMonth(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+// Hold returns an open hold.
+func (a *Account) Hold(taskID string) (Hold, bool) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return Hold{}, false
+	}
+	return *h, true
+}
+
+// Holds returns every open hold.
+func (a *Account) Holds() []Hold {
+	out := make([]Hold, 0, len(a.holds))
+	for _, h := range a.holds {
+		out = append(out, *h)
+	}
+	return out
+}
+
+// RecentTask returns the task an idempotency key named within the window.
+func (a *Account) RecentTask(idemKey string) (taskID, hash string, ok bool) {
+	e, ok := a.idem[idemKey]
+	return e.taskID, e.hash, ok
+}
+
+// KeyUsage is what a key has used in month: calls and spend, counting
+// calls in flight and calls charged.
+func (a *Account) KeyUsage(keyID, month string) (int64, money.Amount) {
+	u := a.usage[keyID]
+	if u == nil || u.month != month {
+		return 0, money.Zero
+	}
+	return u.calls, u.spend
+}
+
+// RequestTask decides accepting a call: every check, then the request and
+// its reservation as one event.
+func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
+	if !a.opened {
+		return nil, ErrNotFound
+	}
+	if a.status != StatusActive {
+		return nil, ErrInactive
+	}
+	if !a.plan.HasAPIAccess() {
+		return nil, ErrPlanRequired
+	}
+	if req.IdempotencyKey != "" {
+		if e, ok := a.idem[req.IdempotencyKey]; ok && now.Sub(e.at) < IdempotencyWindow {
+			if e.hash != req.RequestHash {
+				return nil, ErrIdempotencyMismatch
+			}
+			return nil, &DuplicateError{TaskID: e.taskID}
+		}
+	}
+	if _, dup := a.holds[req.TaskID]; dup {
+		return nil, &DuplicateError{TaskID: req.TaskID}
+	}
+	price := req.Model.Price
+	month := Month(now)
+	if req.KeyID != "" {
+		k, ok := a.keys[req.KeyID]
+		if !ok || !k.ActiveAt(now) {
+			return nil, ErrKeyInactive
+		}
+		if !k.Scopes.Has(apikey.Scope(req.Model.Type.Scope())) || !k.Scopes.AllowsModel(req.Model.Name) {
+			return nil, ErrScope
+		}
+		calls, spend := a.KeyUsage(k.ID, month)
+		if k.Quota.Calls > 0 && calls+1 > k.Quota.Calls {
+			return nil, &QuotaError{Limit: "calls", RetryAt: nextMonth(now)}
+		}
+		if k.Quota.Spend != nil && spend.Add(price).Cmp(*k.Quota.Spend) > 0 {
+			return nil, &QuotaError{Limit: "spend", RetryAt: nextMonth(now)}
+		}
+	}
+	if a.available.Cmp(price) < 0 {
+		return nil, ErrInsufficientFunds
+	}
+	return []Event{TaskRequested{
+		TaskID: req.TaskID, KeyID: req.KeyID, Model: req.Model.Name, Type: req.Model.Type,
+		Price: price, Currency: req.Model.Currency, Provider: req.Model.Provider, ProviderModel: req.Model.ProviderModel,
+		Input: req.Input, IdempotencyKey: req.IdempotencyKey, RequestHash: req.RequestHash,
+		Owner: req.Owner, RequestedAt: now.UTC(), HoldExpiresAt: now.Add(req.HoldTTL).UTC(),
+		Transaction: journal.Move(journal.Available(a.id), journal.Held(a.id), price),
+	}}, nil
+}
+
+// StartTask records that the provider accepted the call (and its handle,
+// which a restarted instance polls).
+func (a *Account) StartTask(taskID, owner, providerRef string) ([]Event, error) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return nil, ErrTaskNotOpen
+	}
+	if h.Owner != owner {
+		return nil, ErrNotOwner
+	}
+	return []Event{TaskStarted{TaskID: taskID, ProviderRef: providerRef}}, nil
+}
+
+// CompleteTask decides capturing a finished call's hold.
+func (a *Account) CompleteTask(taskID, owner string, out TaskOutput) ([]Event, error) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return nil, ErrTaskNotOpen
+	}
+	if h.Owner != owner {
+		return nil, ErrNotOwner
+	}
+	return []Event{TaskSucceeded{TaskID: taskID, Output: out, Amount: h.Amount,
+		Transaction: journal.Move(journal.Held(a.id), journal.PlatformRevenue, h.Amount)}}, nil
+}
+
+// FailTask decides releasing a failed, timed-out or abandoned call's hold.
+// owner "" is the sweeper, which may release any expired hold.
+func (a *Account) FailTask(taskID, owner, code, reason string, now time.Time) ([]Event, error) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return nil, ErrTaskNotOpen
+	}
+	if owner == "" {
+		if now.Before(h.ExpiresAt) {
+			return nil, fmt.Errorf("%w: hold on %s expires at %s", ErrNotOwner, taskID, h.ExpiresAt.Format(time.RFC3339))
+		}
+	} else if h.Owner != owner {
+		return nil, ErrNotOwner
+	}
+	return []Event{TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
+		Transaction: journal.Move(journal.Held(a.id), journal.Available(a.id), h.Amount)}}, nil
+}
+
+// AdoptTask moves a task from a dead instance to a live one. Naming the
+// owner it takes over from makes two adopters race on the aggregate: one
+// wins, the other gets ErrNotOwner.
+func (a *Account) AdoptTask(taskID, from, to string) ([]Event, error) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return nil, ErrTaskNotOpen
+	}
+	if h.Owner != from {
+		return nil, ErrNotOwner
+	}
+	return []Event{TaskAdopted{TaskID: taskID, From: from, To: to}}, nil
+}
+
+// RecordCallback records one delivery attempt of a task's callback.
+func (a *Account) RecordCallback(c CallbackAttempted) ([]Event, error) {
+	if !a.opened {
+		return nil, ErrNotFound
+	}
+	return []Event{c}, nil
+}
+
+func (a *Account) applyTask(e Event) {
+	switch e := e.(type) {
+	case TaskRequested:
+		a.holds[e.TaskID] = &Hold{TaskID: e.TaskID, KeyID: e.KeyID, Model: e.Model, Type: e.Type, Amount: e.Price,
+			Month: Month(e.RequestedAt), Owner: e.Owner, Callback: e.Input.CallbackURL != "",
+			RequestedAt: e.RequestedAt, ExpiresAt: e.HoldExpiresAt}
+		a.applyTransaction(e.Transaction)
+		if e.KeyID != "" {
+			u := a.usage[e.KeyID]
+			if u == nil || u.month != Month(e.RequestedAt) {
+				u = &keyUsage{month: Month(e.RequestedAt)}
+				a.usage[e.KeyID] = u
+			}
+			u.calls++
+			u.spend = u.spend.Add(e.Price)
+		}
+		if e.IdempotencyKey != "" {
+			a.idem[e.IdempotencyKey] = idemEntry{taskID: e.TaskID, hash: e.RequestHash, at: e.RequestedAt}
+			a.idemOrder = append(a.idemOrder, e.IdempotencyKey)
+		}
+		a.pruneIdem(e.RequestedAt)
+	case TaskStarted:
+		if h := a.holds[e.TaskID]; h != nil {
+			h.Started, h.ProviderRef = true, e.ProviderRef
+		}
+	case TaskAdopted:
+		if h := a.holds[e.TaskID]; h != nil {
+			h.Owner = e.To
+		}
+	case TaskSucceeded:
+		delete(a.holds, e.TaskID)
+		a.applyTransaction(e.Transaction)
+	case TaskFailed:
+		if h := a.holds[e.TaskID]; h != nil {
+			// A released call is not charged, so it uses no quota.
+			if u := a.usage[h.KeyID]; u != nil && u.month == h.Month {
+				u.calls--
+				u.spend = u.spend.Sub(h.Amount)
+			}
+		}
+		delete(a.holds, e.TaskID)
+		a.applyTransaction(e.Transaction)
+	}
+}
+
+// pruneIdem forgets idempotency keys older than the window, oldest first,
+// so the aggregate's memory is bounded by the request rate, not by time.
+func (a *Account) pruneIdem(now time.Time) {
+	n := 0
+	for _, k := range a.idemOrder {
+		e, ok := a.idem[k]
+		if ok && now.Sub(e.at) < IdempotencyWindow {
+			break
+		}
+		if ok {
+			delete(a.idem, k)
+		}
+		n++
+	}
+	if n > 0 {
+		a.idemOrder = append(a.idemOrder[:0:0], a.idemOrder[n:]...)
+	}
+}
+
+// TaskOutput is what a successful call produced.
+type TaskOutput struct {
+	ImageURL       string   `json:"imageUrl,omitempty"`
+	VideoURL       string   `json:"videoUrl,omitempty"`
+	URLs           []string `json:"urls,omitempty"`
+	EnhancedPrompt string   `json:"enhancedPrompt,omitempty"`
+}
+
+// TaskRequested records an accepted call and reserves its price.
+type TaskRequested struct {
+	TaskID         string              `json:"task_id"`
+	KeyID          string              `json:"key_id,omitempty"`
+	Model          string              `json:"model"`
+	Type           pricing.Type        `json:"type"`
+	Price          money.Amount        `json:"price"`
+	Currency       money.Currency      `json:"currency"`
+	Provider       string              `json:"provider"`
+	ProviderModel  string              `json:"provider_model,omitempty"`
+	Input          TaskInput           `json:"input"`
+	IdempotencyKey string              `json:"idempotency_key,omitempty"`
+	RequestHash    string              `json:"request_hash,omitempty"`
+	Owner          string              `json:"owner"`
+	RequestedAt    time.Time           `json:"requested_at"`
+	HoldExpiresAt  time.Time           `json:"hold_expires_at"`
+	Transaction    journal.Transaction `json:"transaction"`
+}
+
+// TaskStarted records the provider's handle for the call.
+type TaskStarted struct {
+	TaskID      string `json:"task_id"`
+	ProviderRef string `json:"provider_ref,omitempty"`
+}
+
+// TaskAdopted moves a task to a live instance.
+type TaskAdopted struct {
+	TaskID string `json:"task_id"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+}
+
+// TaskSucceeded records the output and captures the hold.
+type TaskSucceeded struct {
+	TaskID      string              `json:"task_id"`
+	Output      TaskOutput          `json:"output"`
+	Amount      money.Amount        `json:"amount"`
+	Transaction journal.Transaction `json:"transaction"`
+}
+
+// TaskFailed records why a call failed and releases its hold in full.
+type TaskFailed struct {
+	TaskID      string              `json:"task_id"`
+	Code        string              `json:"code"` // provider_error, provider_timeout, invalid_input, abandoned, cancelled
+	Reason      string              `json:"reason"`
+	Amount      money.Amount        `json:"amount"`
+	Transaction journal.Transaction `json:"transaction"`
+}
+
+// CallbackAttempted records one delivery of a task's callback.
+type CallbackAttempted struct {
+	TaskID        string     `json:"task_id"`
+	Attempt       int        `json:"attempt"`
+	Status        int        `json:"status,omitempty"` // HTTP status, 0 if none
+	Error         string     `json:"error,omitempty"`
+	Delivered     bool       `json:"delivered"`
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"` // nil: no further attempt
+}
+
+const (
+	EventTaskRequested     = "account.task_requested"
+	EventTaskStarted       = "account.task_started"
+	EventTaskAdopted       = "account.task_adopted"
+	EventTaskSucceeded     = "account.task_succeeded"
+	EventTaskFailed        = "account.task_failed"
+	EventCallbackAttempted = "account.callback_attempted"
+)
+
+func (TaskRequested) EventName() string     { return EventTaskRequested }
+func (TaskStarted) EventName() string       { return EventTaskStarted }
+func (TaskAdopted) EventName() string       { return EventTaskAdopted }
+func (TaskSucceeded) EventName() string     { return EventTaskSucceeded }
+func (TaskFailed) EventName() string        { return EventTaskFailed }
+func (CallbackAttempted) EventName() string { return EventCallbackAttempted }

@@ -1,0 +1,125 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/ledger/ids"
+)
+
+// Reservation is an accepted call: its price is held.
+type Reservation struct {
+	TaskID    string
+	AccountID string
+	Duplicate bool // the idempotency key named an earlier call: nothing new was reserved
+	Price     money.Amount
+	StreamSeq uint64
+}
+
+// Reserve accepts a call: every check on the account aggregate, then the
+// request and its hold appended as one event. Concurrent calls on one
+// account are group-committed.
+func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req account.TaskRequest) (Reservation, error) {
+	if !ids.Valid("acc", accountID) {
+		return Reservation{}, account.ErrNotFound
+	}
+	if req.TaskID == "" {
+		req.TaskID = l.ids.New("gen")
+	}
+	req.Owner = l.cfg.Owner
+	now := l.cfg.Now()
+	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.RequestTask(req, now)
+	})
+	var dup *account.DuplicateError
+	if errors.As(err, &dup) {
+		return Reservation{TaskID: dup.TaskID, AccountID: accountID, Duplicate: true}, nil
+	}
+	if err != nil {
+		return Reservation{}, err
+	}
+	return Reservation{TaskID: req.TaskID, AccountID: accountID, Price: req.Model.Price, StreamSeq: out.StreamSeq}, nil
+}
+
+// Owner is this instance's id: the owner recorded on the tasks it drives.
+func (l *Ledger) Owner() string { return l.cfg.Owner }
+
+func (l *Ledger) workerMeta(taskID string) Meta {
+	return Meta{Actor: "system:worker:" + l.cfg.Owner, CausationID: l.ids.New("cmd"), CorrelationID: taskID}
+}
+
+// StartTask records the provider's handle.
+func (l *Ledger) StartTask(ctx context.Context, accountID, taskID, ref string) error {
+	_, err := l.accounts.Execute(ctx, accountID, l.workerMeta(taskID), func(a *account.Account) ([]account.Event, error) {
+		return a.StartTask(taskID, l.cfg.Owner, ref)
+	})
+	return err
+}
+
+// CompleteTask captures a finished call.
+func (l *Ledger) CompleteTask(ctx context.Context, accountID, taskID string, out account.TaskOutput) error {
+	_, err := l.accounts.Execute(ctx, accountID, l.workerMeta(taskID), func(a *account.Account) ([]account.Event, error) {
+		return a.CompleteTask(taskID, l.cfg.Owner, out)
+	})
+	return err
+}
+
+// FailTask releases a failed call.
+func (l *Ledger) FailTask(ctx context.Context, accountID, taskID, code, reason string) error {
+	_, err := l.accounts.Execute(ctx, accountID, l.workerMeta(taskID), func(a *account.Account) ([]account.Event, error) {
+		return a.FailTask(taskID, l.cfg.Owner, code, reason, l.cfg.Now())
+	})
+	return err
+}
+
+// ReleaseExpired releases a hold past its expiry, whoever owns it.
+func (l *Ledger) ReleaseExpired(ctx context.Context, accountID, taskID string) error {
+	meta := Meta{Actor: "system:sweeper:" + l.cfg.Owner, CausationID: l.ids.New("cmd"), CorrelationID: taskID}
+	_, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.FailTask(taskID, "", "abandoned", "hold expired before the call finished", l.cfg.Now())
+	})
+	return err
+}
+
+// AdoptTask takes over a task whose owner is gone.
+func (l *Ledger) AdoptTask(ctx context.Context, accountID, taskID, from string) error {
+	meta := Meta{Actor: "system:sweeper:" + l.cfg.Owner, CausationID: l.ids.New("cmd"), CorrelationID: taskID}
+	_, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.AdoptTask(taskID, from, l.cfg.Owner)
+	})
+	return err
+}
+
+// RecordCallback records a callback delivery attempt.
+func (l *Ledger) RecordCallback(ctx context.Context, accountID string, c account.CallbackAttempted) error {
+	meta := Meta{Actor: "system:callbacks:" + l.cfg.Owner, CausationID: l.ids.New("cmd"), CorrelationID: c.TaskID}
+	_, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.RecordCallback(c)
+	})
+	return err
+}
+
+// Adjust applies a staff correction.
+func (l *Ledger) Adjust(ctx context.Context, meta Meta, accountID string, amount money.Amount, reason string) (string, uint64, error) {
+	if !ids.Valid("acc", accountID) {
+		return "", 0, account.ErrNotFound
+	}
+	id := l.ids.New("adj")
+	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.Adjust(id, amount, reason)
+	})
+	return id, out.StreamSeq, err
+}
+
+// OpenTask is a task as its account aggregate knows it, if still open.
+func (l *Ledger) OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error) {
+	var h account.Hold
+	var ok bool
+	err := l.accounts.Read(ctx, accountID, func(a *account.Account) { h, ok = a.Hold(taskID) })
+	return h, ok, err
+}
+
+// defaultOwner is used when no instance id is configured (tests).
+const defaultOwner = "inst_local"
