@@ -128,6 +128,10 @@ func (l *Ledger) ObserveCommit(c eventstore.Commit) {
 	}
 }
 
+// AccountCommitStats reports account commits appended and the commands
+// they carried (group commit).
+func (l *Ledger) AccountCommitStats() (commits, commands uint64) { return l.accounts.Stats() }
+
 // AccountSeq is the stream position a read of account id must reach to
 // show every write this instance made to it.
 func (l *Ledger) AccountSeq(id string) uint64 { return l.accounts.LastStreamSeq(id) }

@@ -35,7 +35,7 @@ func newEnv(t *testing.T) env {
 	return env{store: store, l: newLedger(t, store)}
 }
 
-func newLedger(t *testing.T, store eventstore.Store) *ledger.Ledger {
+func newLedger(t testing.TB, store eventstore.Store) *ledger.Ledger {
 	t.Helper()
 	l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,13 @@ type RunnerConfig struct {
 	// beforeAck runs after a batch is committed and before it is acked;
 	// tests use it to die at the worst moment.
 	beforeAck func() error
+}
+
+// Filter is implemented by projections that read only some event types:
+// commits with none of them are not decoded (their position still
+// advances).
+type Filter interface {
+	Wants(eventType string) bool
 }
 
 // PoisonSink receives poison commits.
@@ -345,6 +353,12 @@ func (r *Runner) decode(m jetstream.Msg) delivered {
 		return d
 	}
 	d.pending = md.NumPending
+	if f, ok := r.proj.(Filter); ok {
+		if types := m.Headers().Get(eventstore.HeaderEventTypes); types != "" && !wantsAny(f, types) {
+			d.commit = eventstore.Commit{StreamSeq: md.Sequence.Stream, Stored: md.Timestamp}
+			return d
+		}
+	}
 	d.commit, d.err = eventstore.DecodeCommit(m.Data(), m.Headers(), md.Sequence.Stream, md.Timestamp, eventstore.Ref{})
 	d.commit.StreamSeq = md.Sequence.Stream
 	return d
@@ -429,6 +443,15 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 	}
 	// Each alone succeeded: the failure depended on the batch, so retry.
 	return fmt.Errorf("batch failed, its commits did not: %w", batchErr)
+}
+
+func wantsAny(f Filter, types string) bool {
+	for t := range strings.SplitSeq(types, ",") {
+		if f.Wants(t) {
+			return true
+		}
+	}
+	return false
 }
 
 func countEvents(ds []delivered) uint64 {

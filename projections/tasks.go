@@ -8,6 +8,7 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -59,89 +60,64 @@ type TaskRow struct {
 	Version          uint64          `bun:"version"`
 }
 
-// Apply implements Projection. New tasks are inserted in bulk; the rest of
-// a task's life updates its row, folded per task within the batch so a
-// call requested and finished in one batch costs one insert.
+// taskPatch is what a batch changes on a task row already in the table;
+// nil fields stay as they are.
+type taskPatch struct {
+	status, providerRef, owner, errorCode, errorMessage *string
+	output                                              []byte
+	cost                                                *decimal.Decimal
+	startedAt, completedAt                              *time.Time
+	callbackStatus                                      *string
+	callbackAttempts                                    *int
+	callbackNextAt                                      *time.Time
+	clearNextAt                                         bool
+	version                                             uint64
+}
+
+// Apply implements Projection. New tasks are inserted in bulk; changes to
+// tasks already in the table are folded per task and written in one bulk
+// UPDATE, without reading the rows first.
 func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
 	fresh := map[string]*TaskRow{}
 	var order []string
-	updated := map[string]*TaskRow{} // rows already in the table, changed here
-	var updOrder []string
-	row := func(ctx context.Context, id string) (*TaskRow, error) {
-		if r := fresh[id]; r != nil {
-			return r, nil
+	patches := map[string]*taskPatch{}
+	var patchOrder []string
+	patch := func(id string) *taskPatch {
+		pt := patches[id]
+		if pt == nil {
+			pt = &taskPatch{}
+			patches[id] = pt
+			patchOrder = append(patchOrder, id)
 		}
-		if r := updated[id]; r != nil {
-			return r, nil
-		}
-		r := new(TaskRow)
-		if err := tx.NewSelect().Model(r).Where("id = ?", id).For("UPDATE").Scan(ctx); err != nil {
-			return nil, fmt.Errorf("task %s: %w", id, err)
-		}
-		updated[id] = r
-		updOrder = append(updOrder, id)
-		return r, nil
+		return pt
 	}
+	str := func(s string) *string { return &s }
 	for _, c := range commits {
 		for _, ev := range c.Events {
+			if !isTaskEvent(ev.Type) {
+				continue
+			}
 			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
 			if err != nil {
 				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
 			}
 			at := ev.OccurredAt
-			switch e := d.(type) {
-			case account.TaskRequested:
+			if e, ok := d.(account.TaskRequested); ok {
 				input, _ := json.Marshal(e.Input)
-				r := &TaskRow{ID: e.TaskID, AccountID: c.Aggregate.ID, KeyID: e.KeyID, Model: e.Model, Type: string(e.Type),
+				fresh[e.TaskID] = &TaskRow{ID: e.TaskID, AccountID: c.Aggregate.ID, KeyID: e.KeyID, Model: e.Model, Type: string(e.Type),
 					Status: "pending", Price: e.Price.Decimal(), Currency: string(e.Currency), Provider: e.Provider,
 					ProviderModel: e.ProviderModel, Input: input, Owner: e.Owner, IdempotencyKey: e.IdempotencyKey,
 					RequestHash: e.RequestHash, CallbackURL: e.Input.CallbackURL, RequestedAt: e.RequestedAt,
 					HoldExpiresAt: e.HoldExpiresAt, Version: ev.Seq}
-				fresh[e.TaskID] = r
 				order = append(order, e.TaskID)
-			case account.TaskStarted:
-				r, err := row(ctx, e.TaskID)
-				if err != nil {
-					return err
-				}
-				r.Status, r.ProviderRef, r.StartedAt, r.Version = "running", e.ProviderRef, &at, ev.Seq
-			case account.TaskAdopted:
-				r, err := row(ctx, e.TaskID)
-				if err != nil {
-					return err
-				}
-				r.Owner, r.Version = e.To, ev.Seq
-			case account.TaskSucceeded:
-				r, err := row(ctx, e.TaskID)
-				if err != nil {
-					return err
-				}
-				out, _ := json.Marshal(e.Output)
-				r.Status, r.Output, r.Cost, r.CompletedAt, r.Version = "succeeded", out, e.Amount.Decimal(), &at, ev.Seq
-				r.queueCallback(at)
-			case account.TaskFailed:
-				r, err := row(ctx, e.TaskID)
-				if err != nil {
-					return err
-				}
-				r.Status, r.ErrorCode, r.ErrorMessage, r.CompletedAt, r.Version = "failed", e.Code, e.Reason, &at, ev.Seq
-				r.Cost = decimal.Zero
-				r.queueCallback(at)
-			case account.CallbackAttempted:
-				r, err := row(ctx, e.TaskID)
-				if err != nil {
-					return err
-				}
-				r.CallbackAttempts = max(r.CallbackAttempts, e.Attempt)
-				r.CallbackNextAt = e.NextAttemptAt
-				switch {
-				case e.Delivered:
-					r.CallbackStatus = "delivered"
-				case e.NextAttemptAt == nil:
-					r.CallbackStatus = "failed"
-				}
-				r.Version = ev.Seq
+				continue
 			}
+			id := taskIDOf(d)
+			if r := fresh[id]; r != nil { // requested in this same batch: change the row to insert
+				r.apply(d, at, ev.Seq)
+				continue
+			}
+			patch(id).apply(d, at, ev.Seq, str)
 		}
 	}
 	if len(order) > 0 {
@@ -153,10 +129,155 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 			return fmt.Errorf("inserting tasks: %w", err)
 		}
 	}
-	for _, id := range updOrder {
-		if _, err := tx.NewUpdate().Model(updated[id]).WherePK().Exec(ctx); err != nil {
-			return fmt.Errorf("updating task %s: %w", id, err)
+	if len(patchOrder) == 0 {
+		return nil
+	}
+	return writePatches(ctx, tx, patchOrder, patches)
+}
+
+// Wants implements Filter: only task events change tasks.
+func (*Tasks) Wants(eventType string) bool { return isTaskEvent(eventType) }
+
+func isTaskEvent(t string) bool {
+	switch t {
+	case account.EventTaskRequested, account.EventTaskStarted, account.EventTaskAdopted,
+		account.EventTaskSucceeded, account.EventTaskFailed, account.EventCallbackAttempted:
+		return true
+	}
+	return false
+}
+
+func taskIDOf(e account.Event) string {
+	switch e := e.(type) {
+	case account.TaskStarted:
+		return e.TaskID
+	case account.TaskAdopted:
+		return e.TaskID
+	case account.TaskSucceeded:
+		return e.TaskID
+	case account.TaskFailed:
+		return e.TaskID
+	case account.CallbackAttempted:
+		return e.TaskID
+	}
+	return ""
+}
+
+// apply changes a row not yet written.
+func (r *TaskRow) apply(e account.Event, at time.Time, seq uint64) {
+	r.Version = seq
+	switch e := e.(type) {
+	case account.TaskStarted:
+		r.Status, r.ProviderRef, r.StartedAt = "running", e.ProviderRef, &at
+	case account.TaskAdopted:
+		r.Owner = e.To
+	case account.TaskSucceeded:
+		out, _ := json.Marshal(e.Output)
+		r.Status, r.Output, r.Cost, r.CompletedAt = "succeeded", out, e.Amount.Decimal(), &at
+		r.queueCallback(at)
+	case account.TaskFailed:
+		r.Status, r.ErrorCode, r.ErrorMessage, r.CompletedAt, r.Cost = "failed", e.Code, e.Reason, &at, decimal.Zero
+		r.queueCallback(at)
+	case account.CallbackAttempted:
+		r.CallbackAttempts = max(r.CallbackAttempts, e.Attempt)
+		r.CallbackNextAt = e.NextAttemptAt
+		if e.Delivered {
+			r.CallbackStatus = "delivered"
+		} else if e.NextAttemptAt == nil {
+			r.CallbackStatus = "failed"
 		}
+	}
+}
+
+// apply records a change to a row already written.
+func (pt *taskPatch) apply(e account.Event, at time.Time, seq uint64, str func(string) *string) {
+	pt.version = seq
+	switch e := e.(type) {
+	case account.TaskStarted:
+		pt.status, pt.providerRef, pt.startedAt = str("running"), str(e.ProviderRef), &at
+	case account.TaskAdopted:
+		pt.owner = str(e.To)
+	case account.TaskSucceeded:
+		out, _ := json.Marshal(e.Output)
+		cost := e.Amount.Decimal()
+		pt.status, pt.output, pt.cost, pt.completedAt = str("succeeded"), out, &cost, &at
+		// The callback, if the task has one, becomes due now; the UPDATE
+		// applies this only where a callback_url is set.
+		pt.callbackStatus, pt.callbackNextAt = str("pending"), &at
+	case account.TaskFailed:
+		zero := decimal.Zero
+		pt.status, pt.errorCode, pt.errorMessage, pt.completedAt, pt.cost = str("failed"), str(e.Code), str(e.Reason), &at, &zero
+		pt.callbackStatus, pt.callbackNextAt = str("pending"), &at
+	case account.CallbackAttempted:
+		n := e.Attempt
+		pt.callbackAttempts = &n
+		pt.callbackNextAt, pt.clearNextAt = e.NextAttemptAt, e.NextAttemptAt == nil
+		// A retry keeps whatever status the row (or this patch) has.
+		switch {
+		case e.Delivered:
+			pt.callbackStatus = str("delivered")
+		case e.NextAttemptAt == nil:
+			pt.callbackStatus = str("failed")
+		}
+	}
+}
+
+// writePatches applies every patch in one statement: each column takes
+// the patch's value where given, and keeps its own where not.
+func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[string]*taskPatch) error {
+	n := len(ids)
+	status, ref, owner, ecode, emsg, output, cstatus := make([]*string, n), make([]*string, n), make([]*string, n),
+		make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	cost := make([]*string, n)
+	started, completed, nextAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	attempts := make([]*int, n)
+	clearNext := make([]bool, n)
+	versions := make([]int64, n)
+	for i, id := range ids {
+		pt := patches[id]
+		status[i], ref[i], owner[i], ecode[i], emsg[i], cstatus[i] = pt.status, pt.providerRef, pt.owner, pt.errorCode, pt.errorMessage, pt.callbackStatus
+		if pt.output != nil {
+			o := string(pt.output)
+			output[i] = &o
+		}
+		if pt.cost != nil {
+			c := pt.cost.String()
+			cost[i] = &c
+		}
+		started[i], completed[i], nextAt[i], attempts[i], clearNext[i] = pt.startedAt, pt.completedAt, pt.callbackNextAt, pt.callbackAttempts, pt.clearNextAt
+		versions[i] = int64(pt.version)
+	}
+	_, err := tx.NewRaw(`UPDATE tasks t SET
+		status = COALESCE(d.status, t.status),
+		provider_ref = COALESCE(d.provider_ref, t.provider_ref),
+		owner = COALESCE(d.owner, t.owner),
+		error_code = COALESCE(d.error_code, t.error_code),
+		error_message = COALESCE(d.error_message, t.error_message),
+		output = COALESCE(d.output::jsonb, t.output),
+		cost = COALESCE(d.cost, t.cost),
+		started_at = COALESCE(d.started_at, t.started_at),
+		completed_at = COALESCE(d.completed_at, t.completed_at),
+		callback_status = CASE
+			WHEN t.callback_url IS NULL THEN NULL
+			WHEN d.callback_status = 'pending' AND t.callback_status IS NOT NULL THEN t.callback_status
+			ELSE COALESCE(d.callback_status, t.callback_status) END,
+		callback_attempts = GREATEST(t.callback_attempts, COALESCE(d.attempts, 0)),
+		callback_next_at = CASE
+			WHEN t.callback_url IS NULL THEN NULL
+			WHEN d.callback_status = 'pending' AND t.callback_status IS NOT NULL THEN t.callback_next_at
+			WHEN d.clear_next THEN NULL
+			ELSE COALESCE(d.next_at, t.callback_next_at) END,
+		version = d.version
+		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[],
+			?::timestamptz[], ?::timestamptz[], ?::text[], ?::int[], ?::timestamptz[], ?::bool[], ?::bigint[])
+		AS d(id, status, provider_ref, owner, error_code, error_message, output, cost,
+			started_at, completed_at, callback_status, attempts, next_at, clear_next, version)
+		WHERE t.id = d.id`,
+		pgdialect.Array(ids), pgdialect.Array(status), pgdialect.Array(ref), pgdialect.Array(owner), pgdialect.Array(ecode),
+		pgdialect.Array(emsg), pgdialect.Array(output), pgdialect.Array(cost), pgdialect.Array(started), pgdialect.Array(completed),
+		pgdialect.Array(cstatus), pgdialect.Array(attempts), pgdialect.Array(nextAt), pgdialect.Array(clearNext), pgdialect.Array(versions)).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("updating tasks: %w", err)
 	}
 	return nil
 }

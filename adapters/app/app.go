@@ -208,7 +208,14 @@ func (a *App) startNATS(ctx context.Context) error {
 		return err
 	}
 	a.nc = nc
-	a.closers = append(a.closers, func(context.Context) error { return nc.Drain() })
+	a.closers = append(a.closers, func(context.Context) error {
+		// Draining needs the server; if it is gone, there is nothing to
+		// flush and closing is all that is left.
+		if err := nc.Drain(); err != nil {
+			nc.Close()
+		}
+		return nil
+	})
 	return nil
 }
 

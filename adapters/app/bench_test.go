@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ledgerd/ledgerd/domain/apikey"
+	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -146,4 +150,118 @@ func closeApp(b *testing.B, a *App) {
 	if err := a.Close(ctx); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// BenchmarkChargedCalls measures charged generation calls per second over
+// HTTP (reserve, the local provider at zero latency, capture), for one hot
+// account hammered through several keys and for 1,000 accounts, and beside
+// it raw JetStream publish-with-ack on the same server.
+func BenchmarkChargedCalls(b *testing.B) {
+	TuneRuntime() // as ledgerd's main does
+	cfg := testConfigTB(b, testDirTB(b), map[string]string{"LEDGER_DEMO": "false"})
+	cfg.Durable = true
+	a := startAppTB(b, cfg)
+	b.Cleanup(func() { closeApp(b, a) })
+	ctx := context.Background()
+	rate := 1_000_000
+	fund := func(n int, keysPer int) [][]string {
+		out := make([][]string, n)
+		for i := range n {
+			acc, err := a.Ledger.CreateAccount(ctx, metaFor(a), fmt.Sprintf("c%d-%d@example.com", n, i), "bench-password", "api")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := a.Ledger.TopUp(ctx, metaFor(a), acc.ID, money.MustParse("900000000.00"), "fund"); err != nil {
+				b.Fatal(err)
+			}
+			for k := range keysPer {
+				key, err := a.Ledger.CreateKey(ctx, metaFor(a), acc.ID, apikey.SpecInput{Name: fmt.Sprintf("k%d", k), RateLimit: &rate})
+				if err != nil {
+					b.Fatal(err)
+				}
+				out[i] = append(out[i], key.Secret)
+			}
+		}
+		return out
+	}
+	hot := fund(1, 5)
+	many := fund(1000, 1)
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	body := []byte(`{"prompt":"A cinematic product photo of premium headphones on marble","model":"nano-banana-2","size":"1024x1024"}`)
+	for _, tc := range []struct {
+		name string
+		keys [][]string
+	}{{"hot-account", hot}, {"accounts=1000", many}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var flat []string
+			for _, ks := range tc.keys {
+				flat = append(flat, ks...)
+			}
+			var n atomic.Int64
+			var mu sync.Mutex
+			var lat []time.Duration
+			commits0, commands0 := a.Ledger.AccountCommitStats()
+			b.SetParallelism(32)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				for pb.Next() {
+					key := flat[int(n.Add(1))%len(flat)]
+					req, _ := http.NewRequest("POST", a.URL()+"/api/v1/image/generate", bytes.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+key)
+					req.Header.Set("Content-Type", "application/json")
+					start := time.Now()
+					res, err := httpc.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != http.StatusOK {
+						b.Errorf("status %d", res.StatusCode)
+						return
+					}
+					mine = append(mine, time.Since(start))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			commits, commands := a.Ledger.AccountCommitStats()
+			reportLatency(b, lat)
+			b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "calls/s")
+			if commits > commits0 {
+				b.ReportMetric(float64(commands-commands0)/float64(commits-commits0), "commands/commit")
+			}
+		})
+	}
+	b.Run("raw-jetstream-publish", func(b *testing.B) {
+		js, err := jetstream.New(a.nc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_RAW", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
+			b.Fatal(err)
+		}
+		var n atomic.Int64
+		round := a.Ledger.NewID("r") // each benchmark round publishes to fresh subjects
+		payload := make([]byte, 600) // about the size of a charge commit
+		b.SetParallelism(32)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			subject := fmt.Sprintf("bench.%s.%d", round, n.Add(1))
+			var last uint64
+			for pb.Next() {
+				ack, err := js.Publish(ctx, subject, payload, jetstream.WithExpectLastSequencePerSubject(last))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				last = ack.Sequence
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+	})
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/adapters/natsbus"
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
@@ -42,6 +46,9 @@ func (f *follower) apply(c eventstore.Commit) {
 		return
 	}
 	for _, ev := range c.Events {
+		if !slices.Contains(indexed, ev.Type) {
+			continue
+		}
 		d, err := f.codec.Decode(ev.Type, ev.Version, ev.Data)
 		if err != nil {
 			// An event this build does not know cannot change what it
@@ -53,8 +60,33 @@ func (f *follower) apply(c eventstore.Commit) {
 	}
 }
 
+// indexed are the events that change what the key index or the price list
+// holds; commits with none of them (task traffic) are not decoded here.
+var indexed = []string{account.EventOpened, account.EventPlanChanged, account.EventStatusChanged,
+	account.EventKeyCreated, account.EventKeyRotated, account.EventKeyRevoked, pricing.EventModelSet}
+
+func needsDecoding(types string) bool {
+	for _, t := range strings.Split(types, ",") {
+		if slices.Contains(indexed, t) {
+			return true
+		}
+	}
+	return false
+}
+
 // handle is the router handler for commits from the stream.
 func (f *follower) handle(m *message.Message) error {
+	if !needsDecoding(m.Metadata.Get(natsbus.MetaEventTypes)) {
+		seq, err := strconv.ParseUint(m.Metadata.Get(natsbus.MetaStreamSeq), 10, 64)
+		if err == nil {
+			ref := eventstore.Ref{Type: m.Metadata.Get(natsbus.MetaAggregateType), ID: m.Metadata.Get(natsbus.MetaAggregateID)}
+			if f.ledger != nil {
+				f.ledger.Observe(ref, seq)
+			}
+			f.applied.Store(seq)
+			return nil
+		}
+	}
 	c, err := natsbus.FromMessage(m)
 	if err != nil {
 		f.log.Warn("follower: undecodable commit", "uuid", m.UUID, "err", err)

@@ -65,6 +65,22 @@ func (o outcome) failure() error {
 	}
 }
 
+type imageOut struct {
+	ImageURL       string       `json:"imageUrl"`
+	Model          string       `json:"model"`
+	EnhancedPrompt string       `json:"enhancedPrompt"`
+	TaskID         string       `json:"taskId"`
+	Cost           money.Amount `json:"cost"`
+}
+
+type videoOut struct {
+	VideoURL       string       `json:"videoUrl"`
+	Model          string       `json:"model"`
+	EnhancedPrompt string       `json:"enhancedPrompt"`
+	TaskID         string       `json:"taskId"`
+	Cost           money.Amount `json:"cost"`
+}
+
 // call is one generation request, validated.
 type call struct {
 	model pricing.Model
@@ -170,10 +186,8 @@ func (s *Server) imageGenerate(w http.ResponseWriter, r *http.Request, p Princip
 	if err := o.failure(); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"imageUrl": o.Output.ImageURL, "model": o.Model, "enhancedPrompt": o.Output.EnhancedPrompt,
-		"taskId": o.TaskID, "cost": o.Cost,
-	})
+	writeJSON(w, http.StatusOK, imageOut{ImageURL: o.Output.ImageURL, Model: o.Model,
+		EnhancedPrompt: o.Output.EnhancedPrompt, TaskID: o.TaskID, Cost: o.Cost})
 	return nil
 }
 
@@ -208,10 +222,8 @@ func (s *Server) videoGenerate(w http.ResponseWriter, r *http.Request, p Princip
 	if err := o.failure(); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"videoUrl": o.Output.VideoURL, "model": o.Model, "enhancedPrompt": o.Output.EnhancedPrompt,
-		"taskId": o.TaskID, "cost": o.Cost,
-	})
+	writeJSON(w, http.StatusOK, videoOut{VideoURL: o.Output.VideoURL, Model: o.Model,
+		EnhancedPrompt: o.Output.EnhancedPrompt, TaskID: o.TaskID, Cost: o.Cost})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -371,14 +372,28 @@ func decode(jm jetstream.Msg) (*message.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading message metadata: %w", err)
 	}
-	c, err := eventstore.DecodeCommit(jm.Data(), jm.Headers(), meta.Sequence.Stream, meta.Timestamp, eventstore.Ref{})
-	if err != nil {
-		return nil, fmt.Errorf("stream seq %d: %w", meta.Sequence.Stream, err)
+	h := jm.Headers()
+	id, typ, aggID := h.Get(eventstore.HeaderCommitID), h.Get(eventstore.HeaderAggregateType), h.Get(eventstore.HeaderAggregateID)
+	if id == "" || typ == "" || aggID == "" {
+		// Written without the routing headers: read the body to be sure.
+		c, err := eventstore.DecodeCommit(jm.Data(), h, meta.Sequence.Stream, meta.Timestamp, eventstore.Ref{})
+		if err != nil {
+			return nil, fmt.Errorf("stream seq %d: %w", meta.Sequence.Stream, err)
+		}
+		m, err := ToMessage(c)
+		if err != nil {
+			return nil, fmt.Errorf("stream seq %d: %w", meta.Sequence.Stream, err)
+		}
+		return m, nil
 	}
-	m, err := ToMessage(c)
-	if err != nil {
-		return nil, fmt.Errorf("stream seq %d: %w", meta.Sequence.Stream, err)
-	}
+	// The body is the commit exactly as stored: handed on as is, it is
+	// decoded only by handlers that need its events.
+	m := message.NewMessage(id, jm.Data())
+	m.Metadata.Set(MetaAggregateType, typ)
+	m.Metadata.Set(MetaAggregateID, aggID)
+	m.Metadata.Set(MetaEventTypes, h.Get(eventstore.HeaderEventTypes))
+	m.Metadata.Set(MetaStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+	m.Metadata.Set(MetaStoredAt, meta.Timestamp.UTC().Format(time.RFC3339Nano))
 	return m, nil
 }
 

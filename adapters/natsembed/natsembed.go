@@ -77,6 +77,10 @@ func Connect(ctx context.Context, srv *server.Server, url, name string, log *slo
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+		// While disconnected, fail publishes at once instead of buffering
+		// them: a command then answers 503 promptly, and nothing is left
+		// half-sent to land later.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

@@ -30,6 +30,7 @@ func run(out io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg)
+	app.TuneRuntime()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -74,6 +74,14 @@ type Repo[S State[E], E codec.Named] struct {
 	mu      sync.Mutex
 	entries map[string]*list.Element // of *entry
 	lru     *list.List               // front: most recently used
+
+	commits, commands atomic.Uint64 // appended; for the group-commit ratio
+}
+
+// Stats reports how many commits were appended and how many commands
+// they carried: the ratio is the group-commit batching achieved.
+func (r *Repo[S, E]) Stats() (commits, commands uint64) {
+	return r.commits.Load(), r.commands.Load()
 }
 
 // New returns a repository.
@@ -246,6 +254,8 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		if err == nil {
 			e.streamSeq, e.seq, e.hash = seqs[0], c.LastSeq(), head
 			e.lastAppended.Store(seqs[0])
+			r.commits.Add(1)
+			r.commands.Add(uint64(len(batch)))
 			if r.cfg.OnCommit != nil {
 				c.StreamSeq = seqs[0]
 				r.cfg.OnCommit(c)

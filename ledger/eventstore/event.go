@@ -84,19 +84,7 @@ type hashInput struct {
 // previous event's hash: changing or removing any event breaks every hash
 // after it.
 func Hash(e Event) string {
-	b, err := json.Marshal(hashInput{
-		Seq: e.Seq, ID: e.ID, Type: e.Type, Version: e.Version,
-		AggregateType: e.AggregateType, AggregateID: e.AggregateID,
-		OccurredAt: e.OccurredAt.UTC().Format(time.RFC3339Nano),
-		Actor:      e.Actor, CausationID: e.CausationID, CorrelationID: e.CorrelationID,
-		Data: e.Data, PrevHash: e.PrevHash,
-	})
-	if err != nil {
-		// Only invalid JSON in Data can fail here, and Data always comes
-		// from json.Marshal or from the store.
-		panic(fmt.Sprintf("eventstore: hashing event %s: %v", e.ID, err))
-	}
-	sum := sha256.Sum256(b)
+	sum := sha256.Sum256(appendEvent(make([]byte, 0, 320+len(e.Data)), &e, true))
 	return hex.EncodeToString(sum[:])
 }
 

@@ -20,6 +20,7 @@ const (
 	HeaderAggregateType = "Ledger-Aggregate-Type"
 	HeaderAggregateID   = "Ledger-Aggregate-Id"
 	HeaderEventTypes    = "Ledger-Event-Types" // comma separated, in order
+	HeaderCommitID      = "Ledger-Commit-Id"
 )
 
 // JetStreamConfig configures the stream that holds every event.
@@ -275,15 +276,13 @@ func (s *JetStream) encode(c Commit) (*nats.Msg, error) {
 		}
 		types[i] = e.Type
 	}
-	body, err := json.Marshal(c)
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: encoding commit %s: %w", c.ID, err)
-	}
+	body := encodeCommit(&c)
 	msg := nats.NewMsg(s.Subject(c.Aggregate))
 	msg.Data = body
 	msg.Header.Set(HeaderAggregateType, c.Aggregate.Type)
 	msg.Header.Set(HeaderAggregateID, c.Aggregate.ID)
 	msg.Header.Set(HeaderEventTypes, strings.Join(types, ","))
+	msg.Header.Set(HeaderCommitID, c.ID)
 	return msg, nil
 }
 
@@ -334,6 +333,8 @@ func classify(err error) error {
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
 		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoServers),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, nats.ErrStaleConnection),
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

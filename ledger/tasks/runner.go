@@ -62,8 +62,10 @@ type Runner struct {
 	mu      sync.Mutex
 	running map[string]*run
 	// finished remembers tasks that ended recently, so a sweep that reads
-	// a read model a moment behind does not start them again.
-	finished map[string]time.Time
+	// a read model a moment behind does not start them again. Two
+	// generations, swapped every minute, bound it without a scan per task.
+	finished, finishedOld map[string]struct{}
+	swappedAt             time.Time
 }
 
 type run struct {
@@ -75,7 +77,7 @@ type run struct {
 func NewRunner(ledger Ledger, log *slog.Logger, providers ...Provider) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{providers: map[string]Provider{}, ledger: ledger, log: log, ctx: ctx, cancel: cancel,
-		running: map[string]*run{}, finished: map[string]time.Time{}}
+		running: map[string]*run{}, finished: map[string]struct{}{}, finishedOld: map[string]struct{}{}, swappedAt: time.Now()}
 	for _, p := range providers {
 		r.providers[p.Name()] = p
 	}
@@ -95,8 +97,9 @@ func (r *Runner) Busy(taskID string) bool {
 	if _, ok := r.running[taskID]; ok {
 		return true
 	}
-	at, ok := r.finished[taskID]
-	return ok && time.Since(at) < time.Minute
+	_, recent := r.finished[taskID]
+	_, older := r.finishedOld[taskID]
+	return recent || older
 }
 
 // Start drives t in the background, once however often it is asked (a
@@ -123,11 +126,9 @@ func (r *Runner) start(t Task) *run {
 		r.mu.Lock()
 		x.result = res
 		delete(r.running, t.Job.TaskID)
-		r.finished[t.Job.TaskID] = time.Now()
-		for id, at := range r.finished {
-			if time.Since(at) > time.Minute {
-				delete(r.finished, id)
-			}
+		r.finished[t.Job.TaskID] = struct{}{}
+		if now := time.Now(); now.Sub(r.swappedAt) > time.Minute {
+			r.finishedOld, r.finished, r.swappedAt = r.finished, map[string]struct{}{}, now
 		}
 		r.mu.Unlock()
 		close(x.done)
