@@ -136,6 +136,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		return a, err
 	}
 	a.Runner = tasks.NewRunner(a.Ledger, log.With("component", "tasks"), a.local)
+	a.Runner.Breaker = &tasks.Breaker{Threshold: cfg.BreakerThreshold, Cooldown: cfg.BreakerCooldown}
 	a.timing = cfg.timing()
 	if err := natsbus.EnsurePoisonStream(ctx, js, poisonStream, poisonSubject+".>", cfg.StreamReplicas); err != nil {
 		return a, err

@@ -48,6 +48,8 @@ type Config struct {
 	HoldTTLs map[pricing.Type]time.Duration
 	// SweepInterval is how often open tasks are checked.
 	SweepInterval        time.Duration
+	BreakerThreshold     int
+	BreakerCooldown      time.Duration
 	CallbackAllowPrivate bool
 	CallbackBaseDelay    time.Duration
 	WebhookKey           string
@@ -130,6 +132,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	if c.SweepInterval, err = durationVar(get("LEDGER_SWEEP_INTERVAL", "1s"), "LEDGER_SWEEP_INTERVAL"); err != nil {
+		return c, err
+	}
+	if c.BreakerThreshold, err = intVar(get("LEDGER_BREAKER_THRESHOLD", "5"), "LEDGER_BREAKER_THRESHOLD", 0, 1000); err != nil {
+		return c, err
+	}
+	if c.BreakerCooldown, err = durationVar(get("LEDGER_BREAKER_COOLDOWN", "30s"), "LEDGER_BREAKER_COOLDOWN"); err != nil {
 		return c, err
 	}
 	if c.CallbackAllowPrivate, err = boolVar(get("LEDGER_CALLBACK_ALLOW_PRIVATE", "false"), "LEDGER_CALLBACK_ALLOW_PRIVATE"); err != nil {

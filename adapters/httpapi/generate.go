@@ -381,7 +381,9 @@ func (s *Server) generate(r *http.Request, p Principal, c call, route string) (o
 	if s.cfg.Tasks == nil {
 		return outcome{}, tasks.ErrUnavailable
 	}
-	if _, ok := s.cfg.Tasks.Provider(c.model.Provider); !ok {
+	// A provider that is down (circuit open) or not configured refuses
+	// the call before anything is reserved.
+	if !s.cfg.Tasks.Available(c.model.Provider) {
 		return outcome{}, tasks.ErrUnavailable
 	}
 	timeout, holdTTL := s.cfg.Timing.For(c.model)

@@ -65,3 +65,24 @@ func (c projectionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(projEvents, prometheus.CounterValue, float64(st.Events), st.Name)
 	}
 }
+
+// breakerCollector reports each provider's circuit: 0 closed, 1 half
+// open, 2 open.
+type breakerCollector struct{ t TaskRunner }
+
+var breakerState = prometheus.NewDesc("ledgerd_provider_circuit_state", "Provider circuit: 0 closed, 1 half open, 2 open.", []string{"provider"}, nil)
+
+func (c breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- breakerState }
+
+func (c breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.t.BreakerStates() {
+		v := 0.0
+		switch s.State {
+		case "half_open":
+			v = 1
+		case "open":
+			v = 2
+		}
+		ch <- prometheus.MustNewConstMetric(breakerState, prometheus.GaugeValue, v, s.Provider)
+	}
+}

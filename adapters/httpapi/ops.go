@@ -54,11 +54,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		ready = ready && c.OK
 		checks = append(checks, c)
 	}
+	// An open provider circuit is reported, but does not make the instance
+	// unready: calls to other providers still work.
+	var providers any
+	if s.cfg.Tasks != nil {
+		providers = s.cfg.Tasks.BreakerStates()
+	}
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks, "providers": providers})
 }
 
 //go:embed openapi.json

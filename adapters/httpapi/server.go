@@ -109,6 +109,8 @@ type TaskRunner interface {
 	Start(t tasks.Task)
 	Run(ctx context.Context, t tasks.Task) (tasks.Result, error)
 	Provider(name string) (tasks.Provider, bool)
+	Available(provider string) bool
+	BreakerStates() []tasks.BreakerState
 }
 
 // KeyVerifier is the API-key hot path.
@@ -144,6 +146,9 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
 	cfg.Registry.MustRegister(projectionCollector{cfg.Projections})
+	if cfg.Tasks != nil {
+		cfg.Registry.MustRegister(breakerCollector{cfg.Tasks})
+	}
 	s.routes()
 	return s
 }

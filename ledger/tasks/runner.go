@@ -55,6 +55,11 @@ type Runner struct {
 	ledger    Ledger
 	log       *slog.Logger
 
+	// Breaker fails calls fast while a provider is down; Backoff spaces
+	// retries of retryable failures.
+	Breaker *Breaker
+	Backoff Backoff
+
 	ctx    context.Context // ends when the runner closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -77,6 +82,7 @@ type run struct {
 func NewRunner(ledger Ledger, log *slog.Logger, providers ...Provider) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{providers: map[string]Provider{}, ledger: ledger, log: log, ctx: ctx, cancel: cancel,
+		Backoff: Backoff{Base: 200 * time.Millisecond, Cap: 5 * time.Second},
 		running: map[string]*run{}, finished: map[string]struct{}{}, finishedOld: map[string]struct{}{}, swappedAt: time.Now()}
 	for _, p := range providers {
 		r.providers[p.Name()] = p
@@ -88,6 +94,28 @@ func NewRunner(ledger Ledger, log *slog.Logger, providers ...Provider) *Runner {
 func (r *Runner) Provider(name string) (Provider, bool) {
 	p, ok := r.providers[name]
 	return p, ok
+}
+
+// Available reports whether calls to the provider may start now (its
+// circuit is not open). A caller that is refused reserves nothing.
+func (r *Runner) Available(provider string) bool {
+	_, ok := r.providers[provider]
+	return ok && r.Breaker.Allow(provider)
+}
+
+// BreakerStates reports each provider's circuit.
+func (r *Runner) BreakerStates() []BreakerState {
+	states := r.Breaker.States()
+	for name := range r.providers {
+		found := false
+		for _, s := range states {
+			found = found || s.Provider == name
+		}
+		if !found {
+			states = append(states, BreakerState{Provider: name, State: "closed"})
+		}
+	}
+	return states
 }
 
 // Busy reports whether the task is running here or ended here moments ago.
@@ -203,7 +231,13 @@ func (r *Runner) call(t Task) (Output, error) {
 	defer cancel()
 	ref := t.ProviderRef
 	if ref == "" {
-		h, err := p.Submit(ctx, t.Job)
+		var h Handle
+		err := r.retry(ctx, t, func() error {
+			var err error
+			h, err = p.Submit(ctx, t.Job)
+			return err
+		})
+		r.Breaker.Record(t.Provider, err)
 		if err != nil {
 			return Output{}, r.stopped(err)
 		}
@@ -219,7 +253,16 @@ func (r *Runner) call(t Task) (Output, error) {
 	}
 	wait := 200 * time.Millisecond
 	for {
-		done, out, err := p.Poll(ctx, t.Job, ref)
+		var done bool
+		var out Output
+		err := r.retry(ctx, t, func() error {
+			var err error
+			done, out, err = p.Poll(ctx, t.Job, ref)
+			return err
+		})
+		if err != nil || done {
+			r.Breaker.Record(t.Provider, err)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				r.cancelCall(p, t, ref)
@@ -239,6 +282,31 @@ func (r *Runner) call(t Task) (Output, error) {
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// retry runs op, retrying retryable failures with backoff until it
+// succeeds, fails for good, or the task's deadline leaves no time to wait.
+func (r *Runner) retry(ctx context.Context, t Task, op func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := op()
+		var re *RetryableError
+		if err == nil || !errors.As(err, &re) || ctx.Err() != nil {
+			return err
+		}
+		if max := t.Job.Options.Retries; max > 0 && attempt > max {
+			return err
+		}
+		wait := r.Backoff.Delay(attempt, re.After)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return err // no time left to try again within the timeout
+		}
+		r.log.Debug("provider call failed; retrying", "task", t.Job.TaskID, "attempt", attempt, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
 }
 
