@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 )
@@ -128,4 +130,59 @@ func (r *Reader) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]
 	err := r.db.NewSelect().Model(&rows).Where("callback_status = 'pending' AND callback_next_at <= ?", now).
 		Order("callback_next_at").Limit(int64(limit)).Scan(ctx)
 	return rows, err
+}
+
+// Entries returns an account's statement, newest first, before seq
+// (0: from the newest). Keyset paging on seq keeps pages stable while
+// new lines arrive.
+func (r *Reader) Entries(ctx context.Context, accountID string, before int64, limit int) ([]EntryRow, error) {
+	var rows []EntryRow
+	q := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).Order("seq DESC").Limit(int64(limit))
+	if before > 0 {
+		q = q.Where("seq < ?", before)
+	}
+	return rows, q.Scan(ctx)
+}
+
+// UsagePoint is one bucket of usage.
+type UsagePoint struct {
+	Bucket   time.Time       `bun:"bucket"`
+	Model    string          `bun:"model"`
+	KeyID    string          `bun:"key_id"`
+	Calls    int64           `bun:"calls"`
+	Spend    decimal.Decimal `bun:"spend"`
+	Failures int64           `bun:"failures"`
+}
+
+// Usage returns an account's usage from the table of the granularity,
+// summed per bucket and, if asked, per model or key.
+func (r *Reader) Usage(ctx context.Context, accountID, granularity, groupBy string, from, to time.Time) ([]UsagePoint, error) {
+	table := map[string]string{"minute": "usage_minute", "hour": "usage_hour", "day": "usage_day"}[granularity]
+	if table == "" {
+		return nil, fmt.Errorf("granularity %q", granularity)
+	}
+	cols := "bucket"
+	switch groupBy {
+	case "model":
+		cols = "bucket, model"
+	case "key":
+		cols = "bucket, key_id"
+	}
+	var rows []UsagePoint
+	err := r.db.NewRaw(`SELECT `+cols+`, sum(calls)::bigint AS calls, sum(spend) AS spend, sum(failures)::bigint AS failures
+		FROM `+table+` WHERE account_id = ? AND bucket >= ? AND bucket < ? GROUP BY `+cols+` ORDER BY `+cols,
+		accountID, from, to).Scan(ctx, &rows)
+	return rows, err
+}
+
+// KeysUsage returns charged calls and spend per key of an account in month.
+func (r *Reader) KeysUsage(ctx context.Context, accountID, month string) (map[string]UsagePoint, error) {
+	var rows []UsagePoint
+	err := r.db.NewRaw(`SELECT m.key_id, m.calls, m.spend FROM key_usage_month m JOIN api_keys k ON k.id = m.key_id
+		WHERE k.account_id = ? AND m.month = ?`, accountID, month).Scan(ctx, &rows)
+	out := make(map[string]UsagePoint, len(rows))
+	for _, row := range rows {
+		out[row.KeyID] = row
+	}
+	return out, err
 }

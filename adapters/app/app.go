@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.Projs = projections.NewSet(projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
 		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log},
-	}, projections.NewAccounts(), projections.NewUsers(), projections.NewTasks())
+	}, projections.NewAccounts(), projections.NewUsers(), projections.NewTasks(), projections.NewUsage(), projections.NewStatement())
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.Projs.Run(runCtx) }()
 

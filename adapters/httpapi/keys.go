@@ -63,7 +63,7 @@ func issuedOut(k ledger.IssuedKey, now time.Time) keyOut {
 		RateLimit: k.Key.RateLimit, Status: "active", CreatedAt: &now}
 }
 
-func rowOut(r projections.KeyRow) keyOut {
+func rowOut(r projections.KeyRow, used usageOut) keyOut {
 	q := quotaOut{Calls: r.QuotaCalls}
 	if r.QuotaSpend != nil {
 		if a, err := money.FromDecimal(*r.QuotaSpend); err == nil {
@@ -73,10 +73,7 @@ func rowOut(r projections.KeyRow) keyOut {
 	created := r.CreatedAt.UTC()
 	return keyOut{ID: r.ID, Name: r.Name, Prefix: r.Prefix, Last4: r.Last4, Scopes: r.Scopes, MonthlyQuota: q,
 		IPAllowlist: r.IPAllowlist, ExpiresAt: r.ExpiresAt, RateLimit: r.RateLimit, Status: r.Status,
-		CreatedAt: &created, LastUsedAt: r.LastUsedAt,
-		// Calls are charged by a later part of ledgerd; until then no key
-		// has used anything.
-		UsageThisMonth: &usageOut{}}
+		CreatedAt: &created, LastUsedAt: r.LastUsedAt, UsageThisMonth: &used}
 }
 
 func (s *Server) listKeysOf(w http.ResponseWriter, r *http.Request, accountID string) error {
@@ -86,12 +83,13 @@ func (s *Server) listKeysOf(w http.ResponseWriter, r *http.Request, accountID st
 		return readErr(err)
 	}
 	all := r.URL.Query().Get("include_revoked") == "true"
+	used := s.usageThisMonth(r, accountID)
 	out := make([]keyOut, 0, len(rows))
 	for _, row := range rows {
 		if row.Status == "revoked" && !all {
 			continue
 		}
-		out = append(out, rowOut(row))
+		out = append(out, rowOut(row, used[row.ID]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

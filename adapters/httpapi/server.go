@@ -55,6 +55,9 @@ type Reads interface {
 	Keys(ctx context.Context, accountID string) ([]projections.KeyRow, error)
 	Task(ctx context.Context, accountID, taskID string) (projections.TaskRow, error)
 	TaskByIdempotencyKey(ctx context.Context, accountID, key string) (projections.TaskRow, error)
+	Entries(ctx context.Context, accountID string, before int64, limit int) ([]projections.EntryRow, error)
+	Usage(ctx context.Context, accountID, granularity, groupBy string, from, to time.Time) ([]projections.UsagePoint, error)
+	KeysUsage(ctx context.Context, accountID, month string) (map[string]projections.UsagePoint, error)
 	Ping(ctx context.Context) error
 }
 
@@ -182,6 +185,8 @@ func (s *Server) routeTable() []route {
 		{"GET", "/api/admin/projections", s.staff(roleReader, s.projectionsStatus)},
 		// Customers: a session, or an API key with the scope named.
 		{"GET", "/api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet)},
+		{"GET", "/api/v1/wallet/entries", s.accountOrStaff(apikey.ScopeUsage, s.entries)},
+		{"GET", "/api/v1/usage", s.accountOrStaff(apikey.ScopeUsage, s.usage)},
 		{"GET", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.listKeys)},
 		{"POST", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey)},
 		{"POST", "/api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey)},

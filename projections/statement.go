@@ -1,0 +1,118 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/journal"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+// Statement projects each account's statement: one line per movement of
+// the balance (top-ups, charges, adjustments), with the balance after it.
+// Reserving and releasing move money between available and held without
+// changing the balance, so they are not lines.
+type Statement struct {
+	codec *codec.Codec[account.Event]
+}
+
+// NewStatement returns the projection.
+func NewStatement() *Statement { return &Statement{codec: ledger.AccountCodec()} }
+
+func (*Statement) Name() string             { return "statement" }
+func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+
+// Wants implements Filter.
+func (*Statement) Wants(t string) bool {
+	return t == account.EventToppedUp || t == account.EventTaskSucceeded || t == account.EventAdjusted
+}
+
+// EntryRow is the wallet_entries read model.
+type EntryRow struct {
+	bun.BaseModel `bun:"table:wallet_entries"`
+	AccountID     string          `bun:"account_id,pk"`
+	Seq           int64           `bun:"seq,pk"`
+	ID            string          `bun:"id"`
+	Type          string          `bun:"type"`
+	Amount        decimal.Decimal `bun:"amount,type:numeric(20,2)"`
+	BalanceAfter  decimal.Decimal `bun:"balance_after,type:numeric(20,2)"`
+	TaskID        string          `bun:"task_id,nullzero"`
+	Reference     string          `bun:"reference,nullzero"`
+	CreatedAt     time.Time       `bun:"created_at"`
+	StreamSeq     uint64          `bun:"stream_seq"`
+}
+
+// Apply implements Projection.
+func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	var rows []EntryRow
+	accounts := map[string]bool{}
+	for _, c := range commits {
+		for _, ev := range c.Events {
+			if !p.Wants(ev.Type) {
+				continue
+			}
+			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			if err != nil {
+				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+			}
+			id := c.Aggregate.ID
+			row := EntryRow{AccountID: id, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq}
+			switch e := d.(type) {
+			case account.ToppedUp:
+				row.ID, row.Type, row.Reference = e.TopUpID, "topup", e.Reference
+			case account.TaskSucceeded:
+				row.ID, row.Type, row.TaskID = e.TaskID, "charge", e.TaskID
+			case account.Adjusted:
+				row.ID, row.Type, row.Reference = e.AdjustmentID, "adjustment", e.Reason
+			}
+			tx := d.(account.Moving).Postings()
+			row.Amount = tx.Effect(journal.Available(id)).Add(tx.Effect(journal.Held(id))).Decimal()
+			rows = append(rows, row)
+			accounts[id] = true
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(accounts))
+	for id := range accounts {
+		ids = append(ids, id)
+	}
+	var last []struct {
+		AccountID    string          `bun:"account_id"`
+		Seq          int64           `bun:"seq"`
+		BalanceAfter decimal.Decimal `bun:"balance_after"`
+	}
+	err := tx.NewRaw(`SELECT DISTINCT ON (account_id) account_id, seq, balance_after FROM wallet_entries
+		WHERE account_id = ANY(?) ORDER BY account_id, seq DESC`, pgdialect.Array(ids)).Scan(ctx, &last)
+	if err != nil {
+		return fmt.Errorf("statement heads: %w", err)
+	}
+	type head struct {
+		seq     int64
+		balance decimal.Decimal
+	}
+	heads := map[string]head{}
+	for _, l := range last {
+		heads[l.AccountID] = head{l.Seq, l.BalanceAfter}
+	}
+	for i := range rows {
+		h := heads[rows[i].AccountID]
+		h.seq++
+		h.balance = h.balance.Add(rows[i].Amount)
+		rows[i].Seq, rows[i].BalanceAfter = h.seq, h.balance
+		heads[rows[i].AccountID] = h
+	}
+	if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		return fmt.Errorf("inserting statement lines: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+)
+
+// Usage projects calls, spend and failures per account, key, model and
+// minute/hour/day, and each key's charged use per month. A call counts
+// when it ends: captured calls add calls and spend, released calls add a
+// failure. It needs each task's key and model, which only the request
+// carries, so it remembers open tasks in its own table.
+type Usage struct {
+	codec *codec.Codec[account.Event]
+}
+
+// NewUsage returns the projection.
+func NewUsage() *Usage { return &Usage{codec: ledger.AccountCodec()} }
+
+func (*Usage) Name() string             { return "usage" }
+func (*Usage) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+
+// Wants implements Filter.
+func (*Usage) Wants(t string) bool {
+	return t == account.EventTaskRequested || t == account.EventTaskSucceeded || t == account.EventTaskFailed
+}
+
+type usageKey struct {
+	account, key, model string
+	bucket              time.Time
+}
+
+type usageCount struct {
+	calls, failures int64
+	spend           decimal.Decimal
+}
+
+type openTask struct{ key, model string }
+
+// Apply implements Projection.
+func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	fresh := map[string]openTask{}
+	var newIDs, newKeys, newModels, newAccounts []string
+	type ended struct {
+		account, task string
+		at            time.Time
+		amount        decimal.Decimal
+		ok            bool
+	}
+	var ends []ended
+	for _, c := range commits {
+		for _, ev := range c.Events {
+			if !p.Wants(ev.Type) {
+				continue
+			}
+			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			if err != nil {
+				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+			}
+			switch e := d.(type) {
+			case account.TaskRequested:
+				fresh[e.TaskID] = openTask{key: e.KeyID, model: e.Model}
+				newIDs, newKeys, newModels = append(newIDs, e.TaskID), append(newKeys, e.KeyID), append(newModels, e.Model)
+				newAccounts = append(newAccounts, c.Aggregate.ID)
+			case account.TaskSucceeded:
+				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, e.Amount.Decimal(), true})
+			case account.TaskFailed:
+				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, decimal.Zero, false})
+			}
+		}
+	}
+	// Tasks ended in this batch but requested in an earlier one: look up
+	// their key and model.
+	var lookup []string
+	for _, e := range ends {
+		if _, ok := fresh[e.task]; !ok {
+			lookup = append(lookup, e.task)
+		}
+	}
+	if len(lookup) > 0 {
+		var rows []struct {
+			TaskID string `bun:"task_id"`
+			KeyID  string `bun:"key_id"`
+			Model  string `bun:"model"`
+		}
+		if err := tx.NewRaw("SELECT task_id, key_id, model FROM usage_open_tasks WHERE task_id = ANY(?)", pgdialect.Array(lookup)).Scan(ctx, &rows); err != nil {
+			return fmt.Errorf("open tasks: %w", err)
+		}
+		for _, r := range rows {
+			fresh[r.TaskID] = openTask{key: r.KeyID, model: r.Model}
+		}
+	}
+	counts := map[usageKey]*usageCount{}
+	months := map[[2]string]*usageCount{}
+	var closed []string
+	for _, e := range ends {
+		t, ok := fresh[e.task]
+		if !ok {
+			return fmt.Errorf("task %s ended but was never requested", e.task)
+		}
+		closed = append(closed, e.task)
+		k := usageKey{e.account, t.key, t.model, e.at.UTC().Truncate(time.Minute)}
+		c := counts[k]
+		if c == nil {
+			c = &usageCount{}
+			counts[k] = c
+		}
+		if e.ok {
+			c.calls++
+			c.spend = c.spend.Add(e.amount)
+			if t.key != "" {
+				mk := [2]string{t.key, account.Month(e.at)}
+				m := months[mk]
+				if m == nil {
+					m = &usageCount{}
+					months[mk] = m
+				}
+				m.calls++
+				m.spend = m.spend.Add(e.amount)
+			}
+		} else {
+			c.failures++
+		}
+	}
+	// Open tasks that did not end in this batch are remembered.
+	var keepIDs, keepKeys, keepModels, keepAccounts []string
+	endedHere := map[string]bool{}
+	for _, id := range closed {
+		endedHere[id] = true
+	}
+	for i, id := range newIDs {
+		if !endedHere[id] {
+			keepIDs, keepKeys, keepModels, keepAccounts = append(keepIDs, id), append(keepKeys, newKeys[i]), append(keepModels, newModels[i]), append(keepAccounts, newAccounts[i])
+		}
+	}
+	if len(keepIDs) > 0 {
+		if _, err := tx.NewRaw(`INSERT INTO usage_open_tasks (task_id, account_id, key_id, model)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[])`,
+			pgdialect.Array(keepIDs), pgdialect.Array(keepAccounts), pgdialect.Array(keepKeys), pgdialect.Array(keepModels)).Exec(ctx); err != nil {
+			return fmt.Errorf("remembering open tasks: %w", err)
+		}
+	}
+	if len(lookup) > 0 {
+		if _, err := tx.NewRaw("DELETE FROM usage_open_tasks WHERE task_id = ANY(?)", pgdialect.Array(lookup)).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	if err := writeUsage(ctx, tx, counts); err != nil {
+		return err
+	}
+	return writeMonths(ctx, tx, months)
+}
+
+func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	for _, g := range []struct {
+		table string
+		trunc func(time.Time) time.Time
+	}{
+		{"usage_minute", func(t time.Time) time.Time { return t }},
+		{"usage_hour", func(t time.Time) time.Time { return t.Truncate(time.Hour) }},
+		{"usage_day", func(t time.Time) time.Time { return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC) }},
+	} {
+		rolled := map[usageKey]*usageCount{}
+		for k, c := range counts {
+			k.bucket = g.trunc(k.bucket)
+			r := rolled[k]
+			if r == nil {
+				r = &usageCount{}
+				rolled[k] = r
+			}
+			r.calls += c.calls
+			r.failures += c.failures
+			r.spend = r.spend.Add(c.spend)
+		}
+		var accs, keys, models, spends []string
+		var buckets []time.Time
+		var calls, fails []int64
+		for k, c := range rolled {
+			accs, keys, models, buckets = append(accs, k.account), append(keys, k.key), append(models, k.model), append(buckets, k.bucket)
+			calls, fails, spends = append(calls, c.calls), append(fails, c.failures), append(spends, c.spend.String())
+		}
+		_, err := tx.NewRaw(`INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[], ?::numeric[], ?::bigint[])
+			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
+				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`,
+			pgdialect.Array(accs), pgdialect.Array(keys), pgdialect.Array(models), pgdialect.Array(buckets),
+			pgdialect.Array(calls), pgdialect.Array(spends), pgdialect.Array(fails)).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", g.table, err)
+		}
+	}
+	return nil
+}
+
+func writeMonths(ctx context.Context, tx bun.Tx, months map[[2]string]*usageCount) error {
+	if len(months) == 0 {
+		return nil
+	}
+	var keys, ms, spends []string
+	var calls []int64
+	for k, c := range months {
+		keys, ms, calls, spends = append(keys, k[0]), append(ms, k[1]), append(calls, c.calls), append(spends, c.spend.String())
+	}
+	_, err := tx.NewRaw(`INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
+		SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::numeric[])
+		ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend`,
+		pgdialect.Array(keys), pgdialect.Array(ms), pgdialect.Array(calls), pgdialect.Array(spends)).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("key_usage_month: %w", err)
+	}
+	return nil
+}
