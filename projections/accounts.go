@@ -108,6 +108,11 @@ type accountChange struct {
 	moved   bool
 	version uint64
 	at      time.Time
+	// The wallet's own version: the last event that changed it (opening,
+	// or moving money), so the row does not depend on how events were
+	// batched.
+	walletVersion uint64
+	walletAt      time.Time
 }
 
 // Apply implements Projection.
@@ -133,6 +138,7 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 			ch.version, ch.at = ev.Seq, ev.OccurredAt
 			switch e := d.(type) {
 			case account.Opened:
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
 				ch.opened = &AccountRow{ID: id, Email: e.Email, OwnerUserID: e.OwnerUserID, Plan: string(e.Plan),
 					Status: string(account.StatusActive), Currency: string(e.Currency), CreatedAt: ev.OccurredAt}
 			case account.PlanChanged:
@@ -143,8 +149,10 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
 					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
 			case account.Moving:
 				ch.add(id, e.Postings())
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
 			case account.KeyCreated:
 				keys = append(keys, keyRow(id, e, ev.OccurredAt, ev.Seq))
 			case account.KeyRotated:
@@ -214,6 +222,8 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	var ats []time.Time
 	var wIDs []string
 	var wAvail, wHeld []decimal.Decimal
+	var wVersions []int64
+	var wAts []time.Time
 	for _, id := range order {
 		ch := changes[id]
 		if ch.opened != nil {
@@ -227,7 +237,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			}
 			opened = append(opened, row)
 			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
-				UpdatedAt: ch.at, Version: ch.version})
+				UpdatedAt: ch.walletAt, Version: ch.walletVersion})
 			continue
 		}
 		ids = append(ids, id)
@@ -239,6 +249,8 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			wIDs = append(wIDs, id)
 			wAvail = append(wAvail, ch.avail)
 			wHeld = append(wHeld, ch.held)
+			wVersions = append(wVersions, int64(ch.walletVersion))
+			wAts = append(wAts, ch.walletAt)
 		}
 	}
 	if len(opened) > 0 {
@@ -266,10 +278,11 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	if len(wIDs) > 0 {
 		_, err := tx.NewRaw(`UPDATE wallets w SET
 			available = w.available + d.available, held = w.held + d.held,
-			version = a.version, updated_at = a.updated_at
-			FROM unnest(?::text[], ?::numeric[], ?::numeric[]) AS d(id, available, held), accounts a
-			WHERE w.account_id = d.id AND a.id = d.id`,
-			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld))).Exec(ctx)
+			version = d.version, updated_at = d.at
+			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[]) AS d(id, available, held, version, at)
+			WHERE w.account_id = d.id`,
+			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
+			pgdialect.Array(wVersions), pgdialect.Array(wAts)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("updating wallets: %w", err)
 		}

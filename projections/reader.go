@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/ledger/audit"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 )
@@ -185,4 +188,99 @@ func (r *Reader) KeysUsage(ctx context.Context, accountID, month string) (map[st
 		out[row.KeyID] = row
 	}
 	return out, err
+}
+
+// Snapshot reads, in one repeatable-read transaction, what the read models
+// say of each account (or of one) and the position each projection is at.
+func (r *Reader) Snapshot(ctx context.Context, accountID string) (audit.Snapshot, error) {
+	snap := audit.Snapshot{Positions: map[string]uint64{}, Accounts: map[string]audit.AccountModel{}}
+	err := r.db.RunInTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+		var pos []struct {
+			Name     string `bun:"name"`
+			Position uint64 `bun:"position"`
+		}
+		if err := tx.NewSelect().Table("projection_positions").Column("name", "position").Scan(ctx, &pos); err != nil {
+			return err
+		}
+		for _, p := range pos {
+			snap.Positions[p.Name] = p.Position
+		}
+		filter, args := "", []any{}
+		if accountID != "" {
+			filter, args = " WHERE account_id = ?", []any{accountID}
+		}
+		get := func(id string) audit.AccountModel { return snap.Accounts[id] }
+		var wallets []WalletRow
+		if err := tx.NewRaw("SELECT * FROM wallets"+filter, args...).Scan(ctx, &wallets); err != nil {
+			return err
+		}
+		for _, w := range wallets {
+			m := get(w.AccountID)
+			m.Available, _ = money.FromDecimal(w.Available)
+			m.Held, _ = money.FromDecimal(w.Held)
+			snap.Accounts[w.AccountID] = m
+		}
+		var heads []struct {
+			AccountID    string          `bun:"account_id"`
+			BalanceAfter decimal.Decimal `bun:"balance_after"`
+		}
+		if err := tx.NewRaw("SELECT DISTINCT ON (account_id) account_id, balance_after FROM wallet_entries"+filter+
+			" ORDER BY account_id, seq DESC", args...).Scan(ctx, &heads); err != nil {
+			return err
+		}
+		for _, h := range heads {
+			m := get(h.AccountID)
+			b, _ := money.FromDecimal(h.BalanceAfter)
+			m.StatementBalance = &b
+			snap.Accounts[h.AccountID] = m
+		}
+		var usage []struct {
+			AccountID string          `bun:"account_id"`
+			Calls     int64           `bun:"calls"`
+			Spend     decimal.Decimal `bun:"spend"`
+			Failures  int64           `bun:"failures"`
+		}
+		if err := tx.NewRaw("SELECT account_id, sum(calls)::bigint AS calls, sum(spend) AS spend, sum(failures)::bigint AS failures FROM usage_day"+
+			filter+" GROUP BY account_id", args...).Scan(ctx, &usage); err != nil {
+			return err
+		}
+		for _, u := range usage {
+			m := get(u.AccountID)
+			m.Calls, m.Failures = u.Calls, u.Failures
+			m.Spend, _ = money.FromDecimal(u.Spend)
+			snap.Accounts[u.AccountID] = m
+		}
+		var tasks []struct {
+			AccountID string          `bun:"account_id"`
+			Open      int64           `bun:"open"`
+			Succeeded int64           `bun:"succeeded"`
+			Failed    int64           `bun:"failed"`
+			Cost      decimal.Decimal `bun:"cost"`
+		}
+		if err := tx.NewRaw(`SELECT account_id,
+			count(*) FILTER (WHERE status IN ('pending','running')) AS open,
+			count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+			count(*) FILTER (WHERE status = 'failed') AS failed,
+			coalesce(sum(cost), 0) AS cost FROM tasks`+filter+` GROUP BY account_id`, args...).Scan(ctx, &tasks); err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			m := get(t.AccountID)
+			m.Open, m.Succeeded, m.Failed = t.Open, t.Succeeded, t.Failed
+			m.Cost, _ = money.FromDecimal(t.Cost)
+			snap.Accounts[t.AccountID] = m
+		}
+		return nil
+	})
+	return snap, err
+}
+
+// Accounts lists accounts by id, after the given id.
+func (r *Reader) Accounts(ctx context.Context, after string, limit int) ([]AccountRow, error) {
+	var rows []AccountRow
+	q := r.db.NewSelect().Model(&rows).Order("id").Limit(int64(limit))
+	if after != "" {
+		q = q.Where("id > ?", after)
+	}
+	return rows, q.Scan(ctx)
 }

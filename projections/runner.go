@@ -86,6 +86,10 @@ type Runner struct {
 	proj Projection
 	log  *slog.Logger
 
+	// applying is held while a batch is written; Pause takes it so the
+	// read model stands still at a known position.
+	applying sync.Mutex
+
 	mu           sync.Mutex
 	status       Status
 	advanced     chan struct{} // closed and replaced whenever the position moves
@@ -154,6 +158,16 @@ func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
 		}
 	}
 }
+
+// Pause stops the runner between batches and returns the position it
+// stands at; Resume lets it go on. Messages that arrive meanwhile wait.
+func (r *Runner) Pause() uint64 {
+	r.applying.Lock()
+	return r.Position()
+}
+
+// Resume ends a Pause.
+func (r *Runner) Resume() { r.applying.Unlock() }
 
 // Retry asks a runner stopped by a poison event to try again (after the
 // fix is deployed, or the data corrected).
@@ -368,6 +382,8 @@ func (r *Runner) decode(m jetstream.Msg) delivered {
 // transient failures; on a failure that is not transient it isolates the
 // poison commit, applies everything before it, and parks.
 func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered) error {
+	r.applying.Lock()
+	defer r.applying.Unlock()
 	var fresh []delivered
 	for _, d := range batch {
 		if d.commit.StreamSeq > *pos {

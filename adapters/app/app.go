@@ -51,6 +51,8 @@ type App struct {
 	nc         *nats.Conn
 	pg         *pgembed.Server
 	db         *bun.DB
+	dsn        string
+	Replayer   *projections.Replayer
 	store      *eventstore.JetStream
 	Ledger     *ledger.Ledger
 	Projs      *projections.Set
@@ -149,10 +151,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
-	a.Projs = projections.NewSet(projections.RunnerConfig{
+	runnerCfg := projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
 		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log},
-	}, projections.NewAccounts(), projections.NewUsers(), projections.NewTasks(), projections.NewUsage(), projections.NewStatement())
+	}
+	a.Projs = projections.NewSet(runnerCfg, allProjections()...)
+	replayDB, err := postgres.OpenSchema(ctx, a.dsn, projections.ReplaySchema, 8)
+	if err != nil {
+		return a, err
+	}
+	a.closers = append(a.closers, func(context.Context) error { return replayDB.Close() })
+	a.Replayer = &projections.Replayer{Live: a.db, Replay: replayDB, Runner: runnerCfg, Set: a.Projs,
+		Fresh: allProjections, Head: a.store.Head}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.Projs.Run(runCtx) }()
 
@@ -237,7 +247,7 @@ func (a *App) startPostgres(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.db = db
+	a.db, a.dsn = db, dsn
 	a.closers = append(a.closers, func(context.Context) error { return db.Close() })
 	return postgres.Migrate(ctx, db, a.log)
 }
@@ -300,6 +310,7 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 	api = httpapi.New(httpapi.Config{
 		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
 		Tasks: a.Runner, Timing: a.timing, Idempotency: idem, WebhookSecret: a.webhookSecret,
+		Finance: finance{store: a.store, js: js, reader: a.reader}, Replay: a.Replayer,
 		Files: http.StripPrefix("/files", a.local.FileServer()),
 		Keys:  a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
@@ -376,6 +387,12 @@ func loadedKeys(s projections.KeySnapshot) ([]keyindex.Loaded, []keyindex.Loaded
 		accs[i] = keyindex.LoadedAccount{ID: ac.ID, Plan: account.Plan(ac.Plan), Status: account.Status(ac.Status), Version: ac.Version}
 	}
 	return keys, accs
+}
+
+// allProjections returns a fresh instance of every read model.
+func allProjections() []projections.Projection {
+	return []projections.Projection{projections.NewAccounts(), projections.NewUsers(), projections.NewTasks(),
+		projections.NewUsage(), projections.NewStatement()}
 }
 
 // redactSecrets drops a one-time key secret from a response before the

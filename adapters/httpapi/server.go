@@ -105,6 +105,16 @@ type Config struct {
 	WebhookSecret func(accountID string) string
 	// Files serves generated media under /files/.
 	Files http.Handler
+	// Finance proves the ledger: audit, as-of, verify, the live feed.
+	Finance Finance
+	// Replay rebuilds the read models.
+	Replay Replayer
+}
+
+// Replayer rebuilds every read model from the first event.
+type Replayer interface {
+	Run(ctx context.Context) (projections.ReplayResult, error)
+	Progress() projections.ReplayProgress
 }
 
 // TaskRunner drives generation tasks.
@@ -183,6 +193,14 @@ func (s *Server) routeTable() []route {
 		{"GET", "/api/admin/accounts/{id}/api-keys", s.staff(roleReader, s.adminListKeys)},
 		{"POST", "/api/admin/users", s.staff(roleAdmin, s.createStaff)},
 		{"GET", "/api/admin/projections", s.staff(roleReader, s.projectionsStatus)},
+		{"POST", "/api/admin/projections/replay", s.staff(roleAdmin, s.replay)},
+		{"GET", "/api/admin/projections/replay", s.staff(roleReader, s.replayProgress)},
+		{"POST", "/api/admin/projections/{name}/retry", s.staff(roleAdmin, s.retryProjection)},
+		{"GET", "/api/admin/accounts", s.staff(roleReader, s.listAccounts)},
+		{"GET", "/api/admin/audit", s.staff(roleReader, s.auditExport)},
+		{"GET", "/api/admin/accounts/{id}/balance", s.staff(roleReader, s.balanceAsOf)},
+		{"GET", "/api/admin/verify", s.staff(roleReader, s.verify)},
+		{"GET", "/api/admin/events/stream", s.staff(roleReader, s.eventStream)},
 		// Customers: a session, or an API key with the scope named.
 		{"GET", "/api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet)},
 		{"GET", "/api/v1/wallet/entries", s.accountOrStaff(apikey.ScopeUsage, s.entries)},
@@ -304,6 +322,12 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush lets streaming responses (event streams, exports) through.
+func (r *statusRecorder) Flush() {
+	r.wrote = true
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
 
 func itoa(n int) string { return strconv.Itoa(n) }
 

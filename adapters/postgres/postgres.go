@@ -24,9 +24,18 @@ import (
 
 // Open connects to dsn and checks the connection.
 func Open(ctx context.Context, dsn string, maxConns int) (*bun.DB, error) {
+	return OpenSchema(ctx, dsn, "", maxConns)
+}
+
+// OpenSchema is Open with every connection's search_path set to schema
+// (the replay writes the same table names into its own schema).
+func OpenSchema(ctx context.Context, dsn, schema string, maxConns int) (*bun.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parsing DATABASE_URL: %w", err)
+	}
+	if schema != "" {
+		cfg.RuntimeParams["search_path"] = schema
 	}
 	cfg.ConnectTimeout = 5 * time.Second
 	sqldb := stdlib.OpenDB(*cfg)

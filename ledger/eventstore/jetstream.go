@@ -359,14 +359,30 @@ func (s *JetStream) Messages(ctx context.Context) (uint64, error) {
 // order. It is for small aggregate types read whole at start (the price
 // list), not for accounts.
 func (s *JetStream) LoadType(ctx context.Context, typ string) ([]Commit, error) {
-	subject := s.cfg.SubjectPrefix + "." + typ + ".>"
 	var commits []Commit
-	var after uint64
+	err := s.Scan(ctx, typ, "", 0, func(c Commit) error {
+		commits = append(commits, c)
+		return nil
+	})
+	return commits, err
+}
+
+// Scan calls fn with every commit after stream sequence after, in stream
+// order, for aggregates of type typ ("" for all) and id ("" for all),
+// without holding them all in memory.
+func (s *JetStream) Scan(ctx context.Context, typ, id string, after uint64, fn func(Commit) error) error {
+	subject := s.cfg.SubjectPrefix + ".>"
+	switch {
+	case typ != "" && id != "":
+		subject = s.Subject(Ref{Type: typ, ID: id})
+	case typ != "":
+		subject = s.cfg.SubjectPrefix + "." + typ + ".>"
+	}
 	for {
 		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
 			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
-			return nil, fmt.Errorf("eventstore: loading %s: %w", subject, classify(err))
+			return fmt.Errorf("eventstore: scanning %s: %w", subject, classify(err))
 		}
 		more := false
 		for msg, err := range msgs {
@@ -374,19 +390,34 @@ func (s *JetStream) LoadType(ctx context.Context, typ string) ([]Commit, error) 
 				break
 			}
 			if err != nil {
-				return nil, fmt.Errorf("eventstore: loading %s: %w", subject, classify(err))
+				return fmt.Errorf("eventstore: scanning %s: %w", subject, classify(err))
 			}
 			ref, _ := s.ParseSubject(msg.Subject)
 			c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
 			if err != nil {
-				return nil, fmt.Errorf("eventstore: loading %s at %d: %w", subject, msg.Sequence, err)
+				return fmt.Errorf("eventstore: %s at %d: %w", subject, msg.Sequence, err)
 			}
-			commits = append(commits, c)
+			if err := fn(c); err != nil {
+				return err
+			}
 			after = msg.Sequence
 			more = msg.Header.Get("Nats-Num-Pending") != "0"
 		}
 		if !more {
-			return commits, nil
+			return nil
 		}
 	}
+}
+
+// Head is the stream's last sequence.
+func (s *JetStream) Head(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return 0, classify(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, classify(err)
+	}
+	return info.State.LastSeq, nil
 }

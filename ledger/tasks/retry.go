@@ -13,6 +13,10 @@ import (
 type RetryableError struct {
 	Err   error
 	After time.Duration
+	// Uncertain: the request may have reached the provider before the
+	// connection failed. Repeating a read is harmless; repeating a submit
+	// could start (and pay for) the same call twice, so the runner does not.
+	Uncertain bool
 }
 
 func (e *RetryableError) Error() string { return e.Err.Error() }
@@ -20,6 +24,10 @@ func (e *RetryableError) Unwrap() error { return e.Err }
 
 // Retryable wraps err (which should wrap ErrProvider) as retryable.
 func Retryable(err error, after time.Duration) error { return &RetryableError{Err: err, After: after} }
+
+// Uncertain wraps a transport failure after which the provider may or may
+// not have received the request.
+func Uncertain(err error) error { return &RetryableError{Err: err, Uncertain: true} }
 
 // Backoff is capped exponential backoff with full jitter.
 type Backoff struct {

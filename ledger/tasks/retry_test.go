@@ -49,6 +49,7 @@ func TestRetries(t *testing.T) {
 		{"429 honours Retry-After", 1, Retryable(fmt.Errorf("%w: HTTP 429", ErrProvider), 30*time.Millisecond), time.Second, "", 2},
 		{"4xx not retried", 5, fmt.Errorf("%w: HTTP 400", ErrInvalidInput), time.Second, CodeInvalid, 1},
 		{"plain failure not retried", 5, five, time.Second, CodeProvider, 1},
+		{"uncertain submit not repeated (could pay twice)", 5, Uncertain(five), time.Second, CodeProvider, 1},
 		{"no time left to retry", 1000, Retryable(five, 0), 50 * time.Millisecond, CodeProvider, 0},
 	}
 	for _, tt := range tests {

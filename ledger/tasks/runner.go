@@ -232,7 +232,7 @@ func (r *Runner) call(t Task) (Output, error) {
 	ref := t.ProviderRef
 	if ref == "" {
 		var h Handle
-		err := r.retry(ctx, t, func() error {
+		err := r.retry(ctx, t, true, func() error {
 			var err error
 			h, err = p.Submit(ctx, t.Job)
 			return err
@@ -255,7 +255,7 @@ func (r *Runner) call(t Task) (Output, error) {
 	for {
 		var done bool
 		var out Output
-		err := r.retry(ctx, t, func() error {
+		err := r.retry(ctx, t, false, func() error {
 			var err error
 			done, out, err = p.Poll(ctx, t.Job, ref)
 			return err
@@ -287,11 +287,11 @@ func (r *Runner) call(t Task) (Output, error) {
 
 // retry runs op, retrying retryable failures with backoff until it
 // succeeds, fails for good, or the task's deadline leaves no time to wait.
-func (r *Runner) retry(ctx context.Context, t Task, op func() error) error {
+func (r *Runner) retry(ctx context.Context, t Task, submit bool, op func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := op()
 		var re *RetryableError
-		if err == nil || !errors.As(err, &re) || ctx.Err() != nil {
+		if err == nil || !errors.As(err, &re) || ctx.Err() != nil || (submit && re.Uncertain) {
 			return err
 		}
 		if max := t.Job.Options.Retries; max > 0 && attempt > max {
