@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,11 +27,15 @@ import (
 	"github.com/ledgerd/ledgerd/adapters/callbacks"
 	"github.com/ledgerd/ledgerd/adapters/httpapi"
 	"github.com/ledgerd/ledgerd/adapters/idempotency"
+	"github.com/ledgerd/ledgerd/adapters/media"
 	"github.com/ledgerd/ledgerd/adapters/natsbus"
 	"github.com/ledgerd/ledgerd/adapters/natsembed"
 	"github.com/ledgerd/ledgerd/adapters/pgembed"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/providers/fal"
 	"github.com/ledgerd/ledgerd/adapters/providers/local"
+	"github.com/ledgerd/ledgerd/adapters/providers/openai"
+	"github.com/ledgerd/ledgerd/adapters/providers/replicate"
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
@@ -60,6 +65,8 @@ type App struct {
 	Runner     *tasks.Runner
 	reader     *projections.Reader
 	local      *local.Provider
+	fal        *fal.Provider
+	media      *media.Store
 	timing     tasks.Timing
 	instance   string
 
@@ -133,12 +140,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := a.Ledger.EnsureDefaultPrices(ctx); err != nil {
 		return a, err
 	}
-	a.local, err = local.New(local.Config{Dir: filepath.Join(cfg.DataDir, "files"), BaseURL: a.URL()})
+	providers, err := a.providers()
 	if err != nil {
 		return a, err
 	}
-	a.Runner = tasks.NewRunner(a.Ledger, log.With("component", "tasks"), a.local)
+	a.Runner = tasks.NewRunner(a.Ledger, log.With("component", "tasks"), providers...)
 	a.Runner.Breaker = &tasks.Breaker{Threshold: cfg.BreakerThreshold, Cooldown: cfg.BreakerCooldown}
+	a.media = &media.Store{Dir: filepath.Join(cfg.DataDir, "media"), BaseURL: a.URL()}
+	if cfg.CopyOutputs {
+		a.Runner.Keep = a.media.Copy
+	}
 	a.timing = cfg.timing()
 	if err := natsbus.EnsurePoisonStream(ctx, js, poisonStream, poisonSubject+".>", cfg.StreamReplicas); err != nil {
 		return a, err
@@ -311,8 +322,8 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
 		Tasks: a.Runner, Timing: a.timing, Idempotency: idem, WebhookSecret: a.webhookSecret,
 		Finance: finance{store: a.store, js: js, reader: a.reader}, Replay: a.Replayer,
-		Files: http.StripPrefix("/files", a.local.FileServer()),
-		Keys:  a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
+		Files: http.StripPrefix("/files", a.local.FileServer()), Media: a.media.Handler(), FalWebhooks: a.falWebhooks(),
+		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
 		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
 	})
@@ -387,6 +398,66 @@ func loadedKeys(s projections.KeySnapshot) ([]keyindex.Loaded, []keyindex.Loaded
 		accs[i] = keyindex.LoadedAccount{ID: ac.ID, Plan: account.Plan(ac.Plan), Status: account.Status(ac.Status), Version: ac.Version}
 	}
 	return keys, accs
+}
+
+// providers builds every generation provider that is configured: the
+// local one always, the hosted ones when their credential is set.
+func (a *App) providers() ([]tasks.Provider, error) {
+	var err error
+	if a.local, err = local.New(local.Config{Dir: filepath.Join(a.cfg.DataDir, "files"), BaseURL: a.URL()}); err != nil {
+		return nil, err
+	}
+	out := []tasks.Provider{a.local}
+	if a.cfg.FalKey != "" {
+		fc := fal.Config{QueueURL: a.cfg.FalQueueURL, Key: a.cfg.FalKey}
+		if a.cfg.FalWebhooks {
+			fc.WebhookURL = a.URL() + "/api/webhooks/fal"
+		}
+		if a.fal, err = fal.New(fc); err != nil {
+			return nil, fmt.Errorf("fal: %w", err)
+		}
+		out = append(out, a.fal)
+	}
+	if a.cfg.OpenAIKey != "" {
+		p, err := openai.New(openai.Config{BaseURL: a.cfg.OpenAIBaseURL, APIKey: a.cfg.OpenAIKey})
+		if err != nil {
+			return nil, fmt.Errorf("openai: %w", err)
+		}
+		out = append(out, p)
+	}
+	if a.cfg.ReplicateToken != "" {
+		p, err := replicate.New(replicate.Config{BaseURL: a.cfg.ReplicateBase, Token: a.cfg.ReplicateToken})
+		if err != nil {
+			return nil, fmt.Errorf("replicate: %w", err)
+		}
+		out = append(out, p)
+	}
+	for _, p := range out {
+		a.log.Info("generation provider enabled", "provider", p.Name())
+	}
+	return out, nil
+}
+
+// falWebhooks accepts fal's completion webhooks: a verified one wakes the
+// task's poll at once (the poll fetches the result itself).
+func (a *App) falWebhooks() http.Handler {
+	if a.fal == nil || !a.cfg.FalWebhooks {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, "unreadable", http.StatusBadRequest)
+			return
+		}
+		if err := a.fal.VerifyWebhook(r.Header, body); err != nil {
+			a.log.Warn("fal webhook refused", "err", err)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		a.Runner.Nudge(r.PathValue("taskId"))
+		w.WriteHeader(http.StatusOK)
+	})
 }
 
 // allProjections returns a fresh instance of every read model.

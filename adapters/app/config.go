@@ -47,12 +47,18 @@ type Config struct {
 	Timeouts map[pricing.Type]time.Duration
 	HoldTTLs map[pricing.Type]time.Duration
 	// SweepInterval is how often open tasks are checked.
-	SweepInterval        time.Duration
-	BreakerThreshold     int
-	BreakerCooldown      time.Duration
-	CallbackAllowPrivate bool
-	CallbackBaseDelay    time.Duration
-	WebhookKey           string
+	SweepInterval time.Duration
+	// Generation providers: each is enabled by its credential.
+	FalKey, FalQueueURL           string
+	FalWebhooks                   bool
+	OpenAIKey, OpenAIBaseURL      string
+	ReplicateToken, ReplicateBase string
+	CopyOutputs                   bool
+	BreakerThreshold              int
+	BreakerCooldown               time.Duration
+	CallbackAllowPrivate          bool
+	CallbackBaseDelay             time.Duration
+	WebhookKey                    string
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
 }
@@ -147,6 +153,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	c.WebhookKey = getenv("LEDGER_WEBHOOK_KEY")
+	c.FalKey, c.FalQueueURL = getenv("FAL_KEY"), get("LEDGER_FAL_QUEUE_URL", "https://queue.fal.run")
+	c.OpenAIKey, c.OpenAIBaseURL = getenv("OPENAI_API_KEY"), get("LEDGER_OPENAI_BASE_URL", "https://api.openai.com/v1")
+	c.ReplicateToken, c.ReplicateBase = getenv("REPLICATE_API_TOKEN"), get("LEDGER_REPLICATE_BASE_URL", "https://api.replicate.com/v1")
+	if c.FalWebhooks, err = boolVar(get("LEDGER_FAL_WEBHOOKS", "false"), "LEDGER_FAL_WEBHOOKS"); err != nil {
+		return c, err
+	}
+	if c.CopyOutputs, err = boolVar(get("LEDGER_COPY_OUTPUTS", "false"), "LEDGER_COPY_OUTPUTS"); err != nil {
+		return c, err
+	}
 	if c.SessionTTL, err = time.ParseDuration(get("LEDGER_SESSION_TTL", "15m")); err != nil || c.SessionTTL <= 0 {
 		return c, fmt.Errorf("LEDGER_SESSION_TTL: want a positive duration such as 15m")
 	}

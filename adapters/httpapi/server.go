@@ -103,8 +103,11 @@ type Config struct {
 	Idempotency *idempotency.Store
 	// WebhookSecret derives an account's callback signing secret.
 	WebhookSecret func(accountID string) string
-	// Files serves generated media under /files/.
-	Files http.Handler
+	// Files serves generated media under /files/; Media, copies of
+	// providers' outputs under /media/.
+	Files, Media http.Handler
+	// FalWebhooks, if set, takes fal's completion webhooks.
+	FalWebhooks http.Handler
 	// Finance proves the ledger: audit, as-of, verify, the live feed.
 	Finance Finance
 	// Replay rebuilds the read models.
@@ -183,6 +186,8 @@ func (s *Server) routeTable() []route {
 		{"GET", "/dashboard", dashboard()},
 		{"GET", "/dashboard/", dashboard()},
 		{"GET", "/files/", s.files()},
+		{"GET", "/media/", orNotFound(s, s.cfg.Media)},
+		{"POST", "/api/webhooks/fal/{taskId}", orNotFound(s, s.cfg.FalWebhooks)},
 		// Sessions.
 		{"POST", "/api/auth/login", h(s.login)},
 		// Admin and finance.
@@ -220,6 +225,13 @@ func (s *Server) routeTable() []route {
 		{"PUT", "/api/admin/models/{model}", s.staff(roleAdmin, s.putModel)},
 		{"POST", "/api/admin/accounts/{id}/adjustments", s.staff(roleAdmin, s.adjust)},
 	}
+}
+
+func orNotFound(s *Server, h http.Handler) http.Handler {
+	if h == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	}
+	return h
 }
 
 func (s *Server) files() http.Handler {

@@ -59,6 +59,9 @@ type Runner struct {
 	// retries of retryable failures.
 	Breaker *Breaker
 	Backoff Backoff
+	// Keep, if set, copies a successful call's outputs into ledgerd's own
+	// storage before the task is captured.
+	Keep func(ctx context.Context, out Output) (Output, error)
 
 	ctx    context.Context // ends when the runner closes
 	cancel context.CancelFunc
@@ -66,6 +69,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[string]*run
+	nudges  map[string]chan struct{} // wake a task's poll loop early
 	// finished remembers tasks that ended recently, so a sweep that reads
 	// a read model a moment behind does not start them again. Two
 	// generations, swapped every minute, bound it without a scan per task.
@@ -83,7 +87,7 @@ func NewRunner(ledger Ledger, log *slog.Logger, providers ...Provider) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{providers: map[string]Provider{}, ledger: ledger, log: log, ctx: ctx, cancel: cancel,
 		Backoff: Backoff{Base: 200 * time.Millisecond, Cap: 5 * time.Second},
-		running: map[string]*run{}, finished: map[string]struct{}{}, finishedOld: map[string]struct{}{}, swappedAt: time.Now()}
+		running: map[string]*run{}, nudges: map[string]chan struct{}{}, finished: map[string]struct{}{}, finishedOld: map[string]struct{}{}, swappedAt: time.Now()}
 	for _, p := range providers {
 		r.providers[p.Name()] = p
 	}
@@ -94,6 +98,23 @@ func NewRunner(ledger Ledger, log *slog.Logger, providers ...Provider) *Runner {
 func (r *Runner) Provider(name string) (Provider, bool) {
 	p, ok := r.providers[name]
 	return p, ok
+}
+
+// Nudge wakes a polling task at once (a provider's webhook says it may be
+// done); the poll still asks the provider, so a forged nudge changes
+// nothing.
+func (r *Runner) Nudge(taskID string) bool {
+	r.mu.Lock()
+	ch := r.nudges[taskID]
+	r.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // Available reports whether calls to the provider may start now (its
@@ -199,6 +220,19 @@ func (r *Runner) Close(ctx context.Context) error {
 func (r *Runner) execute(t Task) Result {
 	res := Result{TaskID: t.Job.TaskID}
 	out, err := r.call(t)
+	// One verdict per call on the provider's health: a timeout counts, a
+	// refused input does not (Record ignores it).
+	if _, ok := r.providers[t.Provider]; ok {
+		r.Breaker.Record(t.Provider, err)
+	}
+	if err == nil && r.Keep != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, t.Timeout)
+		out, err = r.Keep(ctx, out)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("%w: keeping the outputs: %v", ErrProvider, err)
+		}
+	}
 	switch {
 	case err == nil:
 		res.Output = out
@@ -237,7 +271,6 @@ func (r *Runner) call(t Task) (Output, error) {
 			h, err = p.Submit(ctx, t.Job)
 			return err
 		})
-		r.Breaker.Record(t.Provider, err)
 		if err != nil {
 			return Output{}, r.stopped(err)
 		}
@@ -251,6 +284,15 @@ func (r *Runner) call(t Task) (Output, error) {
 			r.log.Warn("recording provider handle", "task", t.Job.TaskID, "err", err)
 		}
 	}
+	nudge := make(chan struct{}, 1)
+	r.mu.Lock()
+	r.nudges[t.Job.TaskID] = nudge
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.nudges, t.Job.TaskID)
+		r.mu.Unlock()
+	}()
 	wait := 200 * time.Millisecond
 	for {
 		var done bool
@@ -260,9 +302,6 @@ func (r *Runner) call(t Task) (Output, error) {
 			done, out, err = p.Poll(ctx, t.Job, ref)
 			return err
 		})
-		if err != nil || done {
-			r.Breaker.Record(t.Provider, err)
-		}
 		if err != nil {
 			if ctx.Err() != nil {
 				r.cancelCall(p, t, ref)
@@ -280,6 +319,7 @@ func (r *Runner) call(t Task) (Output, error) {
 			}
 			return Output{}, fmt.Errorf("%w after %v", ErrTimeout, t.Timeout)
 		case <-time.After(wait):
+		case <-nudge:
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
