@@ -122,7 +122,8 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 	var topUps []TopUpRow
 	var keys []KeyRow
 	var keyUpdates []keyUpdate
-	for _, c := range commits {
+	for ci := range commits {
+		c := &commits[ci]
 		id := c.Aggregate.ID
 		ch, ok := changes[id]
 		if !ok {
@@ -130,10 +131,10 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 			changes[id] = ch
 			order = append(order, id)
 		}
-		for _, ev := range c.Events {
-			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+		for i, ev := range c.Events {
+			d, err := accountEvent(p.codec, c, i)
 			if err != nil {
-				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+				return err
 			}
 			ch.version, ch.at = ev.Seq, ev.OccurredAt
 			switch e := d.(type) {

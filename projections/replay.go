@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
+
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
 // ReadModelTables are every table the projections write, with the
@@ -177,25 +181,20 @@ func (rp *Replayer) run(ctx context.Context) (ReplayResult, error) {
 	return res, nil
 }
 
-// each runs every rebuild runner up to its target, in parallel.
+// each brings every rebuild runner up to its target from one shared
+// reading of the stream.
 func (rp *Replayer) each(ctx context.Context, runners []*Runner, target func(*Runner) (uint64, error)) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(runners))
-	for i, r := range runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t, err := target(r)
-			if err == nil {
-				err = r.CatchUp(ctx, t, func(pos, events uint64) {
-					rp.set(func(p *ReplayProgress) { p.Position[r.Name()] = pos; p.Events += events })
-				})
-			}
-			errs[i] = err
-		}()
+	targets := map[string]uint64{}
+	for _, r := range runners {
+		t, err := target(r)
+		if err != nil {
+			return err
+		}
+		targets[r.Name()] = t
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return CatchUpAll(ctx, runners, targets, func(name string, pos, events uint64) {
+		rp.set(func(p *ReplayProgress) { p.Position[name] = pos; p.Events += events })
+	})
 }
 
 // prepare makes an empty copy of every read-model table in the replay
@@ -308,23 +307,38 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 	if err != nil {
 		return fmt.Errorf("replay consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * r.cfg.MaxBatch))
+	if cons.CachedInfo().NumPending == 0 {
+		return nil // nothing to read
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*r.cfg.MaxBatch, pullBytes))
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	for {
 		var batch []delivered
 		done := false
 		for len(batch) < r.cfg.MaxBatch {
-			wait := 20 * time.Millisecond
+			var m jetstream.Msg
+			var err error
 			if len(batch) == 0 {
-				wait = 2 * time.Second // nothing left to deliver: caught up
+				m, err = it.Next() // the first of a batch: wait as long as it takes
+			} else {
+				m, err = it.Next(jetstream.NextMaxWait(20 * time.Millisecond))
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					break // linger over: apply what we have
+				}
 			}
-			m, err := it.Next(jetstream.NextMaxWait(wait))
 			if err != nil {
-				done = len(batch) == 0 || errors.Is(err, jetstream.ErrMsgIteratorClosed)
-				break
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return err
 			}
 			d := r.decode(m)
 			if d.commit.StreamSeq > target {
@@ -346,6 +360,214 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 		}
 		if done || pos >= target {
 			return ctx.Err()
+		}
+	}
+}
+
+// feed is one runner's share of a shared reading of the stream.
+type feed struct {
+	r      *Runner
+	ch     chan delivered
+	start  uint64
+	target uint64
+	types  map[string]bool
+}
+
+// CatchUpAll brings several runners up to their targets from one reading
+// of the stream: each commit is decoded once (its account events too) and
+// handed to every runner that reads its aggregate type, so a rebuild costs
+// one decode per event instead of one per projection. Each runner still
+// applies its own batches, with its own position, at its own pace; the
+// slowest one paces the reader.
+func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint64, progress func(name string, pos, events uint64)) error {
+	if len(runners) == 0 {
+		return nil
+	}
+	cfg := runners[0].cfg
+	var feeds []*feed
+	from, upTo := ^uint64(0), uint64(0)
+	for _, r := range runners {
+		pos, _, err := r.loadPosition(ctx)
+		if err != nil {
+			return err
+		}
+		f := &feed{r: r, ch: make(chan delivered, 4096), start: pos, target: targets[r.Name()], types: map[string]bool{}}
+		for _, t := range r.proj.AggregateTypes() {
+			f.types[t] = true
+		}
+		if pos >= f.target {
+			continue
+		}
+		feeds = append(feeds, f)
+		from, upTo = min(from, pos), max(upTo, f.target)
+	}
+	if len(feeds) == 0 {
+		return nil
+	}
+	cons, err := cfg.JS.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{cfg.SubjectPrefix + ".>"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("replay consumer: %w", err)
+	}
+	// How many messages there are to read is known up front; a rebuild
+	// ends when they are read, never because a read took long.
+	if cons.CachedInfo().NumPending == 0 {
+		for _, f := range feeds {
+			close(f.ch)
+		}
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(4*cfg.MaxBatch, pullBytes))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(feeds))
+	var wg sync.WaitGroup
+	for i, f := range feeds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = f.apply(ctx, progress); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	// Decoding is the reader's work; it runs on every core, in a pipeline
+	// that keeps stream order: each message gets a slot whose result is
+	// filled by a decoder and consumed in order.
+	type slot struct {
+		d    delivered
+		done chan struct{}
+	}
+	slots := make(chan *slot, 256)
+	work := make(chan struct {
+		s   *slot
+		msg jetstream.Msg
+	}, 256)
+	codec := ledger.AccountCodec()
+	var dwg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			for w := range work {
+				md, _ := w.msg.Metadata()
+				d := &w.s.d
+				d.commit, d.err = eventstore.DecodeCommit(w.msg.Data(), w.msg.Headers(), md.Sequence.Stream, md.Timestamp, eventstore.Ref{})
+				if d.err == nil && d.commit.Aggregate.Type == ledger.TypeAccount {
+					d.commit.Decoded = make([]any, len(d.commit.Events))
+					for i, ev := range d.commit.Events {
+						// One that fails is left for the projection to
+						// decode and report as a poison event.
+						if e, err := codec.Decode(ev.Type, ev.Version, ev.Data); err == nil {
+							d.commit.Decoded[i] = e
+						}
+					}
+				}
+				close(w.s.done)
+			}
+		}()
+	}
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(slots)
+		defer close(work)
+		stop := context.AfterFunc(ctx, it.Stop)
+		defer stop()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				fetchErr <- err
+				return
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				fetchErr <- err
+				return
+			}
+			if md.Sequence.Stream > upTo {
+				fetchErr <- nil
+				return
+			}
+			s := &slot{done: make(chan struct{})}
+			select {
+			case slots <- s:
+			case <-ctx.Done():
+				fetchErr <- ctx.Err()
+				return
+			}
+			work <- struct {
+				s   *slot
+				msg jetstream.Msg
+			}{s, m}
+			if md.NumPending == 0 {
+				fetchErr <- nil
+				return
+			}
+		}
+	}()
+	readErr := func() error {
+		defer func() {
+			for _, f := range feeds {
+				close(f.ch)
+			}
+		}()
+		for s := range slots {
+			<-s.done
+			d := s.d
+			for _, f := range feeds {
+				if f.types[d.commit.Aggregate.Type] && d.commit.StreamSeq > f.start && d.commit.StreamSeq <= f.target {
+					select {
+					case f.ch <- d:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			}
+		}
+		return <-fetchErr
+	}()
+	dwg.Wait()
+	wg.Wait()
+	return errors.Join(append(errs, readErr)...)
+}
+
+// apply batches what the feed receives and applies it as the live runner
+// does: rows and position in one transaction per batch.
+func (f *feed) apply(ctx context.Context, progress func(string, uint64, uint64)) error {
+	pos := f.start
+	for {
+		d, ok := <-f.ch
+		if !ok {
+			return nil
+		}
+		batch := []delivered{d}
+		linger := time.After(20 * time.Millisecond)
+	collect:
+		for len(batch) < f.r.cfg.MaxBatch {
+			select {
+			case d, ok := <-f.ch:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, d)
+			case <-linger:
+				break collect
+			}
+		}
+		before := f.r.Status().Events
+		if err := f.r.applyBatch(ctx, &pos, batch); err != nil {
+			return fmt.Errorf("%s: %w", f.r.Name(), err)
+		}
+		if progress != nil {
+			progress(f.r.Name(), pos, f.r.Status().Events-before)
 		}
 	}
 }

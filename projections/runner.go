@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +79,10 @@ type Status struct {
 	LastEventAt time.Time `json:"last_event_at,omitzero"`
 	Error       string    `json:"error,omitempty"`
 	ErrorSeq    uint64    `json:"error_seq,omitempty"`
+	// How long events waited between being stored and being applied,
+	// over the last few thousand events.
+	ApplyP50MS float64 `json:"apply_latency_p50_ms"`
+	ApplyP99MS float64 `json:"apply_latency_p99_ms"`
 }
 
 // Runner drives one projection.
@@ -95,6 +100,8 @@ type Runner struct {
 	advanced     chan struct{} // closed and replaced whenever the position moves
 	retry        chan struct{} // a staff request to retry after a poison event
 	lastStoredAt time.Time     // stream time of the last applied message
+	latencies    [4096]time.Duration
+	nLatency     int
 }
 
 // NewRunner returns a runner for proj.
@@ -130,6 +137,13 @@ func (r *Runner) Status() Status {
 	s := r.status
 	if s.LagEvents > 0 && !r.lastStoredAt.IsZero() {
 		s.LagMillis = time.Since(r.lastStoredAt).Milliseconds()
+	}
+	if n := min(r.nLatency, len(r.latencies)); n > 0 {
+		sorted := make([]time.Duration, n)
+		copy(sorted, r.latencies[:n])
+		slices.Sort(sorted)
+		s.ApplyP50MS = float64(sorted[n/2].Microseconds()) / 1000
+		s.ApplyP99MS = float64(sorted[n*99/100].Microseconds()) / 1000
 	}
 	return s
 }
@@ -198,6 +212,21 @@ func (r *Runner) advance(pos, events uint64, pending uint64, storedAt time.Time)
 	close(r.advanced)
 	r.advanced = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// recordLatency notes how long each commit of a batch waited to be
+// applied.
+func (r *Runner) recordLatency(ds []delivered) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range ds {
+		if d.commit.Stored.IsZero() {
+			continue
+		}
+		r.latencies[r.nLatency%len(r.latencies)] = now.Sub(d.commit.Stored)
+		r.nLatency++
+	}
 }
 
 // errPoison stops consumption until Retry.
@@ -311,7 +340,7 @@ func (r *Runner) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * r.cfg.MaxBatch))
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*r.cfg.MaxBatch, pullBytes))
 	if err != nil {
 		return fmt.Errorf("consuming: %w", err)
 	}
@@ -336,6 +365,7 @@ type delivered struct {
 	commit  eventstore.Commit
 	err     error // decoding failed: poison
 	pending uint64
+	skipped int // events in a commit not decoded (filtered out)
 }
 
 // nextBatch blocks for one message, then takes whatever else arrives
@@ -370,6 +400,7 @@ func (r *Runner) decode(m jetstream.Msg) delivered {
 	if f, ok := r.proj.(Filter); ok {
 		if types := m.Headers().Get(eventstore.HeaderEventTypes); types != "" && !wantsAny(f, types) {
 			d.commit = eventstore.Commit{StreamSeq: md.Sequence.Stream, Stored: md.Timestamp}
+			d.skipped = strings.Count(types, ",") + 1
 			return d
 		}
 	}
@@ -417,6 +448,7 @@ func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered)
 	r.setState("running", nil, 0)
 	*pos = fresh[len(fresh)-1].commit.StreamSeq
 	r.advance(*pos, countEvents(fresh), last.pending, fresh[len(fresh)-1].commit.Stored)
+	r.recordLatency(fresh)
 	return r.ack(last)
 }
 
@@ -425,6 +457,9 @@ func (r *Runner) ack(last delivered) error {
 		if err := r.cfg.beforeAck(); err != nil {
 			return err
 		}
+	}
+	if last.msg == nil {
+		return nil // read by a shared reader: nothing to acknowledge
 	}
 	// AckAll policy: acking the last message acknowledges the batch.
 	if err := last.msg.Ack(); err != nil {
@@ -473,7 +508,7 @@ func wantsAny(f Filter, types string) bool {
 func countEvents(ds []delivered) uint64 {
 	var n uint64
 	for _, d := range ds {
-		n += uint64(len(d.commit.Events))
+		n += uint64(len(d.commit.Events) + d.skipped)
 	}
 	return n
 }
@@ -584,3 +619,7 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// pullBytes bounds what a consumer asks for at once: commits carry up to
+// hundreds of events, and an unbounded pull overruns the connection.
+const pullBytes = 16 << 20

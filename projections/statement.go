@@ -54,14 +54,15 @@ type EntryRow struct {
 func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
 	var rows []EntryRow
 	accounts := map[string]bool{}
-	for _, c := range commits {
-		for _, ev := range c.Events {
+	for ci := range commits {
+		c := &commits[ci]
+		for i, ev := range c.Events {
 			if !p.Wants(ev.Type) {
 				continue
 			}
-			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			d, err := accountEvent(p.codec, c, i)
 			if err != nil {
-				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+				return err
 			}
 			id := c.Aggregate.ID
 			row := EntryRow{AccountID: id, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq}
@@ -111,7 +112,32 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		rows[i].Seq, rows[i].BalanceAfter = h.seq, h.balance
 		heads[rows[i].AccountID] = h
 	}
-	if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+	return insertEntries(ctx, tx, rows)
+}
+
+// insertEntries writes statement lines column-wise through unnest (see
+// insertTasks).
+func insertEntries(ctx context.Context, tx bun.Tx, rows []EntryRow) error {
+	n := len(rows)
+	accounts, ids, types, amounts, balances := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tasks, refs := make([]*string, n), make([]*string, n)
+	seqs, streams := make([]int64, n), make([]int64, n)
+	ats := make([]time.Time, n)
+	for i, r := range rows {
+		accounts[i], ids[i], types[i], amounts[i], balances[i] = r.AccountID, r.ID, r.Type, r.Amount.String(), r.BalanceAfter.String()
+		if r.TaskID != "" {
+			tasks[i] = &rows[i].TaskID
+		}
+		if r.Reference != "" {
+			refs[i] = &rows[i].Reference
+		}
+		seqs[i], streams[i], ats[i] = r.Seq, int64(r.StreamSeq), r.CreatedAt
+	}
+	a := pgdialect.Array
+	_, err := tx.NewRaw(`INSERT INTO wallet_entries (account_id, seq, id, type, amount, balance_after, task_id, reference, created_at, stream_seq)
+		SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[])`,
+		a(accounts), a(seqs), a(ids), a(types), a(amounts), a(balances), a(tasks), a(refs), a(ats), a(streams)).Exec(ctx)
+	if err != nil {
 		return fmt.Errorf("inserting statement lines: %w", err)
 	}
 	return nil

@@ -92,14 +92,15 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 		return pt
 	}
 	str := func(s string) *string { return &s }
-	for _, c := range commits {
-		for _, ev := range c.Events {
+	for ci := range commits {
+		c := &commits[ci]
+		for i, ev := range c.Events {
 			if !isTaskEvent(ev.Type) {
 				continue
 			}
-			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			d, err := accountEvent(p.codec, c, i)
 			if err != nil {
-				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+				return err
 			}
 			at := ev.OccurredAt
 			if e, ok := d.(account.TaskRequested); ok {
@@ -121,12 +122,8 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 		}
 	}
 	if len(order) > 0 {
-		rows := make([]TaskRow, len(order))
-		for i, id := range order {
-			rows[i] = *fresh[id]
-		}
-		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
-			return fmt.Errorf("inserting tasks: %w", err)
+		if err := insertTasks(ctx, tx, order, fresh); err != nil {
+			return err
 		}
 	}
 	if len(patchOrder) == 0 {
@@ -137,6 +134,60 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 
 // Wants implements Filter: only task events change tasks.
 func (*Tasks) Wants(eventType string) bool { return isTaskEvent(eventType) }
+
+// insertTasks writes new rows column-wise through unnest: one short
+// statement with an array per column, which Postgres takes far faster than
+// a statement with a VALUES tuple per row.
+func insertTasks(ctx context.Context, tx bun.Tx, order []string, rows map[string]*TaskRow) error {
+	n := len(order)
+	var (
+		ids, accounts, keys, models, types, statuses, prices, costs, currencies, providers    = make([]string, n), make([]string, n), make([]*string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		pmodels, prefs, inputs, outputs, ecodes, emsgs, owners, ikeys, hashes, cbURLs, cbStat = make([]*string, n), make([]*string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		attempts                                                                              = make([]int, n)
+		cbNext, started, completed                                                            = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		requested, holds                                                                      = make([]time.Time, n), make([]time.Time, n)
+		versions                                                                              = make([]int64, n)
+	)
+	opt := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	for i, id := range order {
+		r := rows[id]
+		ids[i], accounts[i], keys[i], models[i], types[i], statuses[i] = r.ID, r.AccountID, opt(r.KeyID), r.Model, r.Type, r.Status
+		prices[i], costs[i], currencies[i], providers[i] = r.Price.String(), r.Cost.String(), r.Currency, r.Provider
+		pmodels[i], prefs[i], inputs[i], outputs[i] = opt(r.ProviderModel), opt(r.ProviderRef), string(r.Input), opt(string(r.Output))
+		ecodes[i], emsgs[i], owners[i], ikeys[i], hashes[i] = opt(r.ErrorCode), opt(r.ErrorMessage), r.Owner, opt(r.IdempotencyKey), opt(r.RequestHash)
+		cbURLs[i], cbStat[i], attempts[i], cbNext[i] = opt(r.CallbackURL), opt(r.CallbackStatus), r.CallbackAttempts, r.CallbackNextAt
+		requested[i], started[i], completed[i], holds[i], versions[i] = r.RequestedAt, r.StartedAt, r.CompletedAt, r.HoldExpiresAt, int64(r.Version)
+	}
+	a := pgdialect.Array
+	_, err := tx.NewRaw(`INSERT INTO tasks (id, account_id, key_id, model, type, status, price, cost, currency, provider,
+			provider_model, provider_ref, input, output, error_code, error_message, owner, idempotency_key, request_hash,
+			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
+			hold_expires_at, version)
+		SELECT id, account_id, key_id, model, type, status, price, cost, currency, provider,
+			provider_model, provider_ref, input::jsonb, output::jsonb, error_code, error_message, owner, idempotency_key, request_hash,
+			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
+			hold_expires_at, version
+		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::text[], ?::text[],
+			?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
+			?::text[], ?::text[], ?::int[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[],
+			?::timestamptz[], ?::bigint[])
+		AS t(id, account_id, key_id, model, type, status, price, cost, currency, provider,
+			provider_model, provider_ref, input, output, error_code, error_message, owner, idempotency_key, request_hash,
+			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
+			hold_expires_at, version)`,
+		a(ids), a(accounts), a(keys), a(models), a(types), a(statuses), a(prices), a(costs), a(currencies), a(providers),
+		a(pmodels), a(prefs), a(inputs), a(outputs), a(ecodes), a(emsgs), a(owners), a(ikeys), a(hashes),
+		a(cbURLs), a(cbStat), a(attempts), a(cbNext), a(requested), a(started), a(completed), a(holds), a(versions)).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("inserting tasks: %w", err)
+	}
+	return nil
+}
 
 func isTaskEvent(t string) bool {
 	switch t {

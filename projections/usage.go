@@ -58,14 +58,15 @@ func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 		ok            bool
 	}
 	var ends []ended
-	for _, c := range commits {
-		for _, ev := range c.Events {
+	for ci := range commits {
+		c := &commits[ci]
+		for i, ev := range c.Events {
 			if !p.Wants(ev.Type) {
 				continue
 			}
-			d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+			d, err := accountEvent(p.codec, c, i)
 			if err != nil {
-				return fmt.Errorf("%s seq %d: %w", c.Aggregate, ev.Seq, err)
+				return err
 			}
 			switch e := d.(type) {
 			case account.TaskRequested:

@@ -72,6 +72,7 @@ type App struct {
 
 	webhookSecret func(string) string
 	httpSrv       *http.Server
+	api           *httpapi.Server
 	listener      net.Listener
 
 	cancel context.CancelFunc
@@ -328,6 +329,7 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
 	})
 	ln := a.listener
+	a.api = api
 	a.httpSrv = &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -509,6 +511,9 @@ func (a *App) NATSURL() string {
 // projections after their current batch, and stops the embedded servers.
 func (a *App) Close(ctx context.Context) error {
 	var errs []error
+	if a.api != nil {
+		a.api.EndStreams()
+	}
 	if a.httpSrv != nil {
 		if err := a.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))

@@ -235,6 +235,13 @@ func BenchmarkChargedCalls(b *testing.B) {
 			if commits > commits0 {
 				b.ReportMetric(float64(commands-commands0)/float64(commits-commits0), "commands/commit")
 			}
+			// How far the read models trailed the calls: the statement and
+			// tasks projections, over their last few thousand events.
+			for _, name := range []string{"tasks", "accounts"} {
+				st := a.Projs.Runner(name).Status()
+				b.ReportMetric(st.ApplyP50MS, name+"-lag-p50-ms")
+				b.ReportMetric(st.ApplyP99MS, name+"-lag-p99-ms")
+			}
 		})
 	}
 	b.Run("raw-jetstream-publish", func(b *testing.B) {

@@ -45,6 +45,8 @@ func (f finance) Verify(ctx context.Context, accountID string) (audit.Report, er
 	return audit.Verify(ctx, f.store, f.reader, accountID)
 }
 
+func (f finance) Head(ctx context.Context) (uint64, error) { return f.store.Head(ctx) }
+
 func (f finance) Accounts(ctx context.Context, after string, limit int) ([]projections.AccountRow, error) {
 	return f.reader.Accounts(ctx, after, limit)
 }
@@ -52,10 +54,8 @@ func (f finance) Accounts(ctx context.Context, after string, limit int) ([]proje
 // Follow reads the stream live with an ordered consumer: a gap-free,
 // in-order view that needs no cleanup when the client goes away.
 func (f finance) Follow(ctx context.Context, after uint64, fn func(eventstore.Commit) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.store.SubjectPrefix() + ".>"}, DeliverPolicy: jetstream.DeliverNewPolicy}
-	if after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
-	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.store.SubjectPrefix() + ".>"},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}
 	cons, err := f.js.OrderedConsumer(ctx, f.store.StreamName(), cfg)
 	if err != nil {
 		return fmt.Errorf("following the stream: %w", err)

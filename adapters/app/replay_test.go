@@ -11,7 +11,7 @@ import (
 
 func TestReplay(t *testing.T) {
 	e := newChargingEnv(t, nil)
-	e.topUp("50.00", "fund")
+	e.topUp("5000.00", "fund")
 	key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
 	c := withKey(e.anon, key)
 	for range 5 {

@@ -28,6 +28,8 @@ type Finance interface {
 	// until ctx ends.
 	Follow(ctx context.Context, after uint64, fn func(eventstore.Commit) error) error
 	Accounts(ctx context.Context, after string, limit int) ([]projections.AccountRow, error)
+	// Head is the stream's last sequence.
+	Head(ctx context.Context) (uint64, error)
 }
 
 // auditLine is one event as the audit export writes it. It never holds a
@@ -226,6 +228,14 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ Principal
 			return validation.Field("Last-Event-ID", "must be a stream sequence")
 		}
 		after = n
+	} else {
+		// "From now" is fixed before the client hears the stream is open:
+		// every event stored after this answer is in it.
+		head, err := s.cfg.Finance.Head(r.Context())
+		if err != nil {
+			return err
+		}
+		after = head
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -237,7 +247,11 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ Principal
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, ": following the ledger\n\n")
 	flusher.Flush()
-	err := s.cfg.Finance.Follow(r.Context(), after, func(c eventstore.Commit) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.streams, cancel)
+	defer stop()
+	err := s.cfg.Finance.Follow(ctx, after, func(c eventstore.Commit) error {
 		if acc != "" && c.Aggregate.ID != acc {
 			return nil
 		}
@@ -258,7 +272,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ Principal
 		flusher.Flush()
 		return nil
 	})
-	if err != nil && r.Context().Err() == nil {
+	if err != nil && ctx.Err() == nil {
 		s.log.Warn("event stream ended", "err", err)
 		fmt.Fprintf(w, "event: error\ndata: %q\n\n", "the event stream ended; reconnect with Last-Event-ID")
 	}

@@ -141,7 +141,14 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *httpMetrics
+	// streams ends with the server: long-lived responses (event streams)
+	// stop when shutdown begins instead of holding it up.
+	streams    context.Context
+	endStreams context.CancelFunc
 }
+
+// EndStreams ends every open stream; call it when shutdown begins.
+func (s *Server) EndStreams() { s.endStreams() }
 
 // New builds the server and its routes.
 func New(cfg Config) *Server {
@@ -161,6 +168,7 @@ func New(cfg Config) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	cfg.Registry.MustRegister(projectionCollector{cfg.Projections})
 	if cfg.Tasks != nil {
 		cfg.Registry.MustRegister(breakerCollector{cfg.Tasks})

@@ -107,8 +107,8 @@ func receive(t *testing.T, ch <-chan *message.Message) *message.Message {
 			t.Fatal("channel closed, want a message")
 		}
 		return m
-	case <-time.After(3 * time.Second):
-		t.Fatal("no message within 3s")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
 		return nil
 	}
 }
@@ -131,7 +131,7 @@ func expectClosed(t *testing.T, ch <-chan *message.Message) {
 		if ok {
 			t.Fatalf("got message %s, want a closed channel", m.UUID)
 		}
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("channel not closed within 3s")
 	}
 }

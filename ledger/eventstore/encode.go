@@ -140,8 +140,20 @@ func appendEvent(b []byte, e *Event, forHash bool) []byte {
 	return append(b, '}')
 }
 
+// needsHTMLEscape reports whether data holds <, >, & or U+2028/U+2029
+// (whose UTF-8 encodings start with 0xE2), in one pass over the bytes.
 func needsHTMLEscape(data []byte) bool {
-	return bytes.ContainsAny(data, "<>&\u2028\u2029")
+	for i, c := range data {
+		switch c {
+		case '<', '>', '&':
+			return true
+		case 0xE2:
+			if i+2 < len(data) && data[i+1] == 0x80 && (data[i+2] == 0xA8 || data[i+2] == 0xA9) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // encodeCommit writes the commit body as json.Marshal(c) would.

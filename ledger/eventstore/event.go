@@ -52,6 +52,10 @@ type Commit struct {
 
 	StreamSeq uint64    `json:"-"` // read back: the message's stream sequence
 	Stored    time.Time `json:"-"` // read back: when the stream stored it
+
+	// Decoded, when set by a reader that decodes once for many consumers,
+	// holds each event's domain value (same order as Events).
+	Decoded []any `json:"-"`
 }
 
 // LastSeq is the aggregate position of the commit's last event.
