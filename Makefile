@@ -15,12 +15,17 @@ build:
 test: lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
-# Figures quoted in README.md. Each line of output names what it measures.
+# Figures quoted in README.md. Each block says what it measures.
 bench:
 	@echo "== API-key verification on the hot path (1k and 100k keys loaded)"
 	$(GO) test -run '^$$' -bench Verify -benchmem ./projections/keyindex
-	@echo "== HTTP top-ups/s, revoke-to-rejection on a second instance"
-	$(GO) test -run '^$$' -bench 'TopUpHTTP|RevokeToRejection' -benchtime 3s ./adapters/app
+	@echo "== command side alone: reserve + capture through JetStream (no HTTP, no read models)"
+	$(GO) test -run '^$$' -bench ReserveCapture -benchtime 3s ./ledger
+	@echo "== over HTTP: charged calls (hot account, 1,000 accounts) beside raw JetStream publish-with-ack;"
+	@echo "   admin top-ups; revoke on one instance to rejection on another"
+	$(GO) test -run '^$$' -bench 'ChargedCalls|TopUpHTTP|RevokeToRejection' -benchtime 4s ./adapters/app
+	@echo "== rebuild of every read model from 1,000,000 events (POST /api/admin/projections/replay)"
+	$(GO) test -run '^$$' -bench Replay -benchtime 1x -timeout 20m ./projections
 	@echo "== start-up time (fresh data dir, restart on existing data)"
 	$(GO) test -run '^$$' -bench Startup -benchtime 3x ./adapters/app
 
@@ -29,5 +34,8 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# Long fuzzing runs, one target at a time (go test -fuzz takes one).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./domain/money
+	$(GO) test -run '^$$' -fuzz FuzzAccountInvariants -fuzztime 120s ./domain/account
+	$(GO) test -run '^$$' -fuzz FuzzEncodingMatchesEncodingJSON -fuzztime 60s ./ledger/eventstore
