@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,6 +206,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			var lat []time.Duration
 			commits0, commands0 := a.Ledger.AccountCommitStats()
 			b.SetParallelism(32)
+			stop := profileCPU(b, tc.name)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				var mine []time.Duration
@@ -229,6 +234,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 				mu.Unlock()
 			})
 			b.StopTimer()
+			stop()
 			commits, commands := a.Ledger.AccountCommitStats()
 			reportLatency(b, lat)
 			b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "calls/s")
@@ -271,4 +277,24 @@ func BenchmarkChargedCalls(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
 	})
+}
+
+// profileCPU writes a CPU profile of the timed part of a benchmark (not
+// its set-up) when LEDGER_BENCH_CPUPROFILE names a directory.
+func profileCPU(b *testing.B, name string) (stop func()) {
+	dir := os.Getenv("LEDGER_BENCH_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, strings.NewReplacer("/", "_", "=", "_").Replace(name)+".prof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }

@@ -303,7 +303,9 @@ func (r *Runner) call(t Task) (Output, error) {
 			return err
 		})
 		if err != nil {
-			if ctx.Err() != nil {
+			// A call cut short by shutdown is left running at the
+			// provider: the next start resumes it from its handle.
+			if ctx.Err() != nil && r.ctx.Err() == nil {
 				r.cancelCall(p, t, ref)
 			}
 			return Output{}, r.stopped(err)
@@ -313,10 +315,10 @@ func (r *Runner) call(t Task) (Output, error) {
 		}
 		select {
 		case <-ctx.Done():
-			r.cancelCall(p, t, ref)
 			if r.ctx.Err() != nil {
 				return Output{}, errStopped
 			}
+			r.cancelCall(p, t, ref)
 			return Output{}, fmt.Errorf("%w after %v", ErrTimeout, t.Timeout)
 		case <-time.After(wait):
 		case <-nudge:

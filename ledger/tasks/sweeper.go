@@ -30,6 +30,12 @@ type SweepLedger interface {
 	AdoptTask(ctx context.Context, accountID, taskID, from string) error
 	ReleaseExpired(ctx context.Context, accountID, taskID string) error
 	Model(name string) (pricing.Model, error)
+	// OpenTask is the task as its account aggregate knows it now. The
+	// read model the sweep starts from may be behind (or, after a crash,
+	// have lost its last commits): the provider handle and whether the
+	// task is still open are taken from here, so a call the provider
+	// already has is polled, never submitted again.
+	OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error)
 }
 
 // Sweeper makes sure no hold leaks. Every interval it looks at the open
@@ -93,7 +99,7 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 				s.Log.Warn("released an expired hold", "task", t.ID, "account", t.AccountID, "owner", t.Owner)
 			}
 		case t.Owner == me:
-			s.resume(t)
+			err = s.resume(ctx, t)
 		default:
 			up, ok := alive[t.Owner]
 			if !ok {
@@ -108,7 +114,7 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 			err = s.Ledger.AdoptTask(ctx, t.AccountID, t.ID, t.Owner)
 			if err == nil {
 				s.Log.Info("adopted a task from a stopped instance", "task", t.ID, "from", t.Owner)
-				s.resume(t)
+				err = s.resume(ctx, t)
 			}
 		}
 		// Another instance may have ended or adopted it first: fine.
@@ -119,7 +125,15 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sweeper) resume(t OpenTask) {
+func (s *Sweeper) resume(ctx context.Context, t OpenTask) error {
+	h, open, err := s.Ledger.OpenTask(ctx, t.AccountID, t.ID)
+	if err != nil {
+		return err
+	}
+	if !open || h.Owner != s.Ledger.Owner() {
+		return nil // ended or adopted elsewhere since the read model saw it
+	}
+	t.ProviderRef = h.ProviderRef
 	m, err := s.Ledger.Model(t.Model)
 	if err != nil {
 		// The model left the price list: drive the call as recorded.
@@ -131,4 +145,5 @@ func (s *Sweeper) resume(t OpenTask) {
 			Prompt: t.Input.Prompt, Size: t.Input.Size, Duration: t.Input.Duration, Resolution: t.Input.Resolution,
 			Input: t.Input.Extra, Options: m.Options},
 	})
+	return nil
 }

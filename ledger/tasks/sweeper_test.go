@@ -16,6 +16,9 @@ import (
 type fakeLedger struct {
 	mu    sync.Mutex
 	calls []string
+	// holds is what the account aggregates know: the open tasks, their
+	// owners and provider handles.
+	holds map[string]account.Hold
 }
 
 func (f *fakeLedger) note(s string) {
@@ -33,7 +36,18 @@ func (f *fakeLedger) got() []string {
 func (f *fakeLedger) Owner() string { return "inst_me" }
 func (f *fakeLedger) AdoptTask(_ context.Context, _, id, from string) error {
 	f.note("adopt " + id + " from " + from)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.holds[id]
+	h.Owner = f.Owner()
+	f.holds[id] = h
 	return nil
+}
+func (f *fakeLedger) OpenTask(_ context.Context, _, id string) (account.Hold, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h, ok := f.holds[id]
+	return h, ok, nil
 }
 func (f *fakeLedger) ReleaseExpired(_ context.Context, _, id string) error {
 	f.note("release " + id)
@@ -53,25 +67,42 @@ func (f *fakeLedger) FailTask(_ context.Context, _, id, code, _ string) error {
 }
 
 // instant finishes every call at once; block holds a call until released.
-type instant struct{ block chan struct{} }
+type instant struct {
+	block chan struct{}
+	led   *fakeLedger // notes submits and polls, when set
+}
 
 func (instant) Name() string { return "local" }
 func (p instant) Submit(ctx context.Context, j Job) (Handle, error) {
+	if p.led != nil {
+		p.led.note("submit " + j.TaskID)
+	}
 	if j.TaskID == "busy" && p.block != nil {
 		<-p.block
 	}
 	return Handle{Done: true, Output: Output{ImageURL: "u"}}, nil
 }
-func (instant) Poll(context.Context, Job, string) (bool, Output, error) {
+func (p instant) Poll(_ context.Context, j Job, ref string) (bool, Output, error) {
+	if p.led != nil {
+		p.led.note("poll " + j.TaskID + " " + ref)
+	}
 	return true, Output{ImageURL: "u"}, nil
 }
 func (instant) Cancel(context.Context, Job, string) error { return nil }
 
 func TestSweep(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	led := &fakeLedger{}
+	led := &fakeLedger{holds: map[string]account.Hold{}}
+	for _, id := range []string{"expired", "busy", "mine", "alive", "orphan", "stale"} {
+		led.holds[id] = account.Hold{TaskID: id, Owner: "inst_me"}
+	}
+	led.holds["alive"] = account.Hold{TaskID: "alive", Owner: "inst_alive"}
+	led.holds["orphan"] = account.Hold{TaskID: "orphan", Owner: "inst_dead"}
+	// The read model lost or has not yet applied what the aggregate knows:
+	// "stale" was submitted (its handle recorded), "ended" is over.
+	led.holds["stale"] = account.Hold{TaskID: "stale", Owner: "inst_me", Started: true, ProviderRef: "ref-1"}
 	block := make(chan struct{})
-	r := NewRunner(led, slog.New(slog.DiscardHandler), instant{block: block})
+	r := NewRunner(led, slog.New(slog.DiscardHandler), instant{block: block, led: led})
 	defer r.Close(context.Background())
 	r.Start(Task{AccountID: "acc", Provider: "local", Timeout: time.Minute, Job: Job{TaskID: "busy"}})
 
@@ -82,6 +113,8 @@ func TestSweep(t *testing.T) {
 		{ID: "alive", AccountID: "acc", Owner: "inst_alive", Provider: "local", HoldExpiresAt: future},
 		{ID: "orphan", AccountID: "acc", Owner: "inst_dead", Provider: "local", HoldExpiresAt: future},
 		{ID: "busy", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: past},
+		{ID: "stale", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
+		{ID: "ended", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 	}
 	s := &Sweeper{
 		Ledger: led, Runner: r, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
@@ -93,19 +126,21 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !(slices.Contains(led.got(), "complete mine") && slices.Contains(led.got(), "complete orphan")) {
+	for !(slices.Contains(led.got(), "complete mine") && slices.Contains(led.got(), "complete orphan") && slices.Contains(led.got(), "complete stale")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("calls = %v", led.got())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	calls := led.got()
-	for _, want := range []string{"release expired", "adopt orphan from inst_dead", "complete mine", "complete orphan"} {
+	for _, want := range []string{"release expired", "adopt orphan from inst_dead", "complete mine", "complete orphan",
+		"poll stale ref-1", "complete stale"} {
 		if !slices.Contains(calls, want) {
 			t.Errorf("missing %q in %v", want, calls)
 		}
 	}
-	for _, never := range []string{"release busy", "complete alive", "adopt alive from inst_alive", "release mine"} {
+	for _, never := range []string{"release busy", "complete alive", "adopt alive from inst_alive", "release mine",
+		"submit stale", "submit ended", "complete ended"} {
 		if slices.Contains(calls, never) {
 			t.Errorf("unexpected %q in %v", never, calls)
 		}
