@@ -33,6 +33,8 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.TaskSucceeded](c, 1)
 	codec.Register[account.Event, account.TaskFailed](c, 1)
 	codec.Register[account.Event, account.CallbackAttempted](c, 1)
+	codec.Register[account.Event, account.CreditsGranted](c, 1)
+	codec.Register[account.Event, account.GrantExpired](c, 1)
 	return c
 }
 

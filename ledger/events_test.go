@@ -51,6 +51,10 @@ var accountSamples = []account.Event{
 	account.TaskFailed{TaskID: "gen_02", Code: "provider_error", Reason: "boom", Amount: money.MustParse("2.50"),
 		Transaction: journal.Move(journal.Held("acc_01"), journal.Available("acc_01"), money.MustParse("2.50"))},
 	account.CallbackAttempted{TaskID: "gen_01", Attempt: 2, Status: 500, Error: "server error", NextAttemptAt: ptr(time.Date(2026, 11, 23, 12, 1, 0, 0, time.UTC))},
+	account.CreditsGranted{GrantID: "grt_01", Amount: money.MustParse("5.00"), ExpiresAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		Reason: "welcome", Source: "admin", Transaction: journal.Move(journal.PlatformPromotions, journal.Credits("acc_01"), money.MustParse("5.00"))},
+	account.GrantExpired{GrantID: "grt_01", Amount: money.MustParse("1.20"), ExpiresAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		Transaction: journal.Move(journal.Credits("acc_01"), journal.PlatformPromotions, money.MustParse("1.20"))},
 }
 
 var modelSamples = []pricing.Event{

@@ -273,8 +273,9 @@ func (l *Ledger) TopUp(ctx context.Context, meta Meta, accountID string, amount 
 // Wallet is an account's money as the command side knows it.
 type Wallet struct {
 	Currency  money.Currency
-	Available money.Amount
+	Available money.Amount // paid money and credits, less held
 	Held      money.Amount
+	Credits   money.Amount // unexpired grants, held part included
 }
 
 // RegisterStaff creates an admin or finance user.
@@ -362,7 +363,7 @@ func (l *Ledger) Account(ctx context.Context, id string) (AccountView, Wallet, e
 	err := l.accounts.Read(ctx, id, func(a *account.Account) {
 		if found = a.Exists(); found {
 			view = viewOf(a)
-			w = Wallet{Currency: a.Currency(), Available: a.Available(), Held: a.Held()}
+			w = Wallet{Currency: a.Currency(), Available: a.Available(), Held: a.Held(), Credits: a.Credits()}
 		}
 	})
 	if err != nil {

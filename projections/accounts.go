@@ -48,8 +48,11 @@ type WalletRow struct {
 	Currency      string          `bun:"currency"`
 	Available     decimal.Decimal `bun:"available,type:numeric(20,2)"`
 	Held          decimal.Decimal `bun:"held,type:numeric(20,2)"`
-	UpdatedAt     time.Time       `bun:"updated_at"`
-	Version       uint64          `bun:"version"`
+	// Grants' money, spendable and reserved, apart from paid money.
+	Credits     decimal.Decimal `bun:"credits,type:numeric(20,2)"`
+	HeldCredits decimal.Decimal `bun:"held_credits,type:numeric(20,2)"`
+	UpdatedAt   time.Time       `bun:"updated_at"`
+	Version     uint64          `bun:"version"`
 }
 
 // TopUpRow is the topups read model.
@@ -62,6 +65,29 @@ type TopUpRow struct {
 	Actor         string          `bun:"actor"`
 	CreatedAt     time.Time       `bun:"created_at"`
 	StreamSeq     uint64          `bun:"stream_seq"`
+}
+
+// GrantRow is the grants read model.
+type GrantRow struct {
+	bun.BaseModel `bun:"table:grants"`
+	ID            string           `bun:"id,pk"`
+	AccountID     string           `bun:"account_id"`
+	Amount        decimal.Decimal  `bun:"amount,type:numeric(20,2)"`
+	ExpiresAt     time.Time        `bun:"expires_at"`
+	Reason        string           `bun:"reason"`
+	Source        string           `bun:"source"`
+	Actor         string           `bun:"actor"`
+	CreatedAt     time.Time        `bun:"created_at"`
+	ExpiredAt     *time.Time       `bun:"expired_at"`
+	ExpiredAmount *decimal.Decimal `bun:"expired_amount,type:numeric(20,2)"`
+	StreamSeq     uint64           `bun:"stream_seq"`
+}
+
+// grantExpiry is a GrantExpired, applied after the batch's new grants.
+type grantExpiry struct {
+	id     string
+	amount decimal.Decimal
+	at     time.Time
 }
 
 // KeyRow is the api_keys read model.
@@ -105,6 +131,8 @@ type accountChange struct {
 	status  string
 	avail   decimal.Decimal
 	held    decimal.Decimal
+	credits decimal.Decimal
+	heldCr  decimal.Decimal
 	moved   bool
 	version uint64
 	at      time.Time
@@ -122,6 +150,8 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 	var topUps []TopUpRow
 	var keys []KeyRow
 	var keyUpdates []keyUpdate
+	var grants []GrantRow
+	var expiries []grantExpiry
 	for ci := range commits {
 		c := &commits[ci]
 		id := c.Aggregate.ID
@@ -151,6 +181,15 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
 				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+			case account.CreditsGranted:
+				grants = append(grants, GrantRow{ID: e.GrantID, AccountID: id, Amount: e.Amount.Decimal(), ExpiresAt: e.ExpiresAt,
+					Reason: e.Reason, Source: e.Source, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
+				ch.add(id, e.Transaction)
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+			case account.GrantExpired:
+				expiries = append(expiries, grantExpiry{id: e.GrantID, amount: e.Amount.Decimal(), at: ev.OccurredAt})
+				ch.add(id, e.Transaction)
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
 			case account.Moving:
 				ch.add(id, e.Postings())
 				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
@@ -164,6 +203,9 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 		}
 	}
 	if err := p.write(ctx, tx, order, changes, topUps); err != nil {
+		return err
+	}
+	if err := writeGrants(ctx, tx, grants, expiries); err != nil {
 		return err
 	}
 	return writeKeys(ctx, tx, keys, keyUpdates)
@@ -212,6 +254,8 @@ func writeKeys(ctx context.Context, tx bun.Tx, keys []KeyRow, updates []keyUpdat
 func (ch *accountChange) add(id string, tx journal.Transaction) {
 	ch.avail = ch.avail.Add(tx.Effect(journal.Available(id)).Decimal())
 	ch.held = ch.held.Add(tx.Effect(journal.Held(id)).Decimal())
+	ch.credits = ch.credits.Add(tx.Effect(journal.Credits(id)).Decimal())
+	ch.heldCr = ch.heldCr.Add(tx.Effect(journal.HeldCredits(id)).Decimal())
 	ch.moved = true
 }
 
@@ -222,7 +266,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	var versions []int64
 	var ats []time.Time
 	var wIDs []string
-	var wAvail, wHeld []decimal.Decimal
+	var wAvail, wHeld, wCredits, wHeldCr []decimal.Decimal
 	var wVersions []int64
 	var wAts []time.Time
 	for _, id := range order {
@@ -238,7 +282,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			}
 			opened = append(opened, row)
 			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
-				UpdatedAt: ch.walletAt, Version: ch.walletVersion})
+				Credits: ch.credits, HeldCredits: ch.heldCr, UpdatedAt: ch.walletAt, Version: ch.walletVersion})
 			continue
 		}
 		ids = append(ids, id)
@@ -250,6 +294,8 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			wIDs = append(wIDs, id)
 			wAvail = append(wAvail, ch.avail)
 			wHeld = append(wHeld, ch.held)
+			wCredits = append(wCredits, ch.credits)
+			wHeldCr = append(wHeldCr, ch.heldCr)
 			wVersions = append(wVersions, int64(ch.walletVersion))
 			wAts = append(wAts, ch.walletAt)
 		}
@@ -279,10 +325,13 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	if len(wIDs) > 0 {
 		_, err := tx.NewRaw(`UPDATE wallets w SET
 			available = w.available + d.available, held = w.held + d.held,
+			credits = w.credits + d.credits, held_credits = w.held_credits + d.held_credits,
 			version = d.version, updated_at = d.at
-			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[]) AS d(id, available, held, version, at)
+			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[])
+				AS d(id, available, held, credits, held_credits, version, at)
 			WHERE w.account_id = d.id`,
 			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
+			pgdialect.Array(decimalStrings(wCredits)), pgdialect.Array(decimalStrings(wHeldCr)),
 			pgdialect.Array(wVersions), pgdialect.Array(wAts)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("updating wallets: %w", err)
@@ -302,4 +351,20 @@ func decimalStrings(ds []decimal.Decimal) []string {
 		out[i] = d.String()
 	}
 	return out
+}
+
+func writeGrants(ctx context.Context, tx bun.Tx, grants []GrantRow, expiries []grantExpiry) error {
+	if len(grants) > 0 {
+		if _, err := tx.NewInsert().Model(&grants).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting grants: %w", err)
+		}
+	}
+	for _, x := range expiries {
+		_, err := tx.NewUpdate().Model((*GrantRow)(nil)).Where("id = ?", x.id).
+			Set("expired_at = ?", x.at).Set("expired_amount = ?", x.amount).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("expiring grant %s: %w", x.id, err)
+		}
+	}
+	return nil
 }

@@ -34,7 +34,7 @@ var g0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
 
 // goldenHistory is a fixed history touching every read model: an account
 // and its user, top-ups, a key, calls that succeed and fail, a callback,
-// an adjustment.
+// an adjustment, a grant spent and expired.
 func goldenHistory(t *testing.T, store eventstore.Store) {
 	t.Helper()
 	m := money.MustParse
@@ -91,6 +91,18 @@ func goldenHistory(t *testing.T, store eventstore.Store) {
 	appendAcc(req("gen_3", "", "0.80"))
 	appendAcc(account.Adjusted{AdjustmentID: "adj_1", Amount: m("-1.00"), Reason: "correction",
 		Transaction: journal.Move(journal.Available(acc), journal.PlatformAdjustments, m("1.00"))})
+	// A grant pays for a call before paid money, then expires with what
+	// is left.
+	appendAcc(account.CreditsGranted{GrantID: "grt_1", Amount: m("2.00"), ExpiresAt: g0.Add(2 * time.Hour), Reason: "welcome", Source: "admin",
+		Transaction: journal.Move(journal.PlatformPromotions, journal.Credits(acc), m("2.00"))})
+	onGrant := req("gen_4", "", "0.80")
+	onGrant.Grants = []account.GrantDraw{{GrantID: "grt_1", Amount: m("0.80")}}
+	onGrant.Transaction = journal.Move(journal.Credits(acc), journal.HeldCredits(acc), m("0.80"))
+	appendAcc(onGrant)
+	appendAcc(account.TaskSucceeded{TaskID: "gen_4", Output: account.TaskOutput{ImageURL: "https://h/b.png"}, Amount: m("0.80"),
+		Transaction: journal.Move(journal.HeldCredits(acc), journal.PlatformRevenue, m("0.80"))})
+	appendAcc(account.GrantExpired{GrantID: "grt_1", Amount: m("1.20"), ExpiresAt: g0.Add(2 * time.Hour),
+		Transaction: journal.Move(journal.Credits(acc), journal.PlatformPromotions, m("1.20"))})
 	appendAcc(account.PlanChanged{Plan: account.PlanPro, Previous: account.PlanAPI}, account.KeyRevoked{KeyID: "key_1", Hash: k})
 }
 

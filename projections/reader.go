@@ -218,13 +218,16 @@ func (r *Reader) Snapshot(ctx context.Context, accountID string) (audit.Snapshot
 			m := get(w.AccountID)
 			m.Available, _ = money.FromDecimal(w.Available)
 			m.Held, _ = money.FromDecimal(w.Held)
+			m.Credits, _ = money.FromDecimal(w.Credits)
+			m.HeldCred, _ = money.FromDecimal(w.HeldCredits)
 			snap.Accounts[w.AccountID] = m
 		}
 		var heads []struct {
 			AccountID    string          `bun:"account_id"`
 			BalanceAfter decimal.Decimal `bun:"balance_after"`
+			CreditsAfter decimal.Decimal `bun:"credits_after"`
 		}
-		if err := tx.NewRaw("SELECT DISTINCT ON (account_id) account_id, balance_after FROM wallet_entries"+filter+
+		if err := tx.NewRaw("SELECT DISTINCT ON (account_id) account_id, balance_after, credits_after FROM wallet_entries"+filter+
 			" ORDER BY account_id, seq DESC", args...).Scan(ctx, &heads); err != nil {
 			return err
 		}
@@ -232,6 +235,7 @@ func (r *Reader) Snapshot(ctx context.Context, accountID string) (audit.Snapshot
 			m := get(h.AccountID)
 			b, _ := money.FromDecimal(h.BalanceAfter)
 			m.StatementBalance = &b
+			m.StatementCredits, _ = money.FromDecimal(h.CreditsAfter)
 			snap.Accounts[h.AccountID] = m
 		}
 		var usage []struct {
@@ -283,4 +287,20 @@ func (r *Reader) Accounts(ctx context.Context, after string, limit int) ([]Accou
 		q = q.Where("id > ?", after)
 	}
 	return rows, q.Scan(ctx)
+}
+
+// DueGrantAccounts returns accounts with a grant whose expiry has come
+// but is not yet recorded.
+func (r *Reader) DueGrantAccounts(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	var ids []string
+	err := r.db.NewRaw(`SELECT DISTINCT account_id FROM grants WHERE expired_at IS NULL AND expires_at <= ? LIMIT ?`,
+		now, limit).Scan(ctx, &ids)
+	return ids, err
+}
+
+// Grants returns an account's grants, earliest expiry first.
+func (r *Reader) Grants(ctx context.Context, accountID string) ([]GrantRow, error) {
+	var rows []GrantRow
+	err := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).Order("expires_at", "id").Scan(ctx)
+	return rows, err
 }

@@ -23,7 +23,7 @@ var ReadModelTables = []struct {
 	Name    string
 	Exclude []string
 }{
-	{"accounts", nil}, {"wallets", nil}, {"topups", nil}, {"users", nil},
+	{"accounts", nil}, {"wallets", nil}, {"topups", nil}, {"grants", nil}, {"users", nil},
 	{"api_keys", []string{"last_used_at"}}, {"tasks", nil},
 	{"usage_minute", nil}, {"usage_hour", nil}, {"usage_day", nil}, {"key_usage_month", nil},
 	{"usage_open_tasks", nil}, {"wallet_entries", nil},

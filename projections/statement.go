@@ -17,9 +17,11 @@ import (
 )
 
 // Statement projects each account's statement: one line per movement of
-// the balance (top-ups, charges, adjustments), with the balance after it.
+// the balance (top-ups, charges, adjustments) or of the grants (grants,
+// their expiry, the grant-funded part of charges), with both after it.
 // Reserving and releasing move money between available and held without
-// changing the balance, so they are not lines.
+// changing either, so they are not lines — unless a release returns a
+// grant's part after the grant expired: that part expires then.
 type Statement struct {
 	codec *codec.Codec[account.Event]
 }
@@ -32,7 +34,12 @@ func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount
 
 // Wants implements Filter.
 func (*Statement) Wants(t string) bool {
-	return t == account.EventToppedUp || t == account.EventTaskSucceeded || t == account.EventAdjusted
+	switch t {
+	case account.EventToppedUp, account.EventTaskSucceeded, account.EventAdjusted,
+		account.EventCreditsGranted, account.EventGrantExpired, account.EventTaskFailed:
+		return true
+	}
+	return false
 }
 
 // EntryRow is the wallet_entries read model.
@@ -44,6 +51,8 @@ type EntryRow struct {
 	Type          string          `bun:"type"`
 	Amount        decimal.Decimal `bun:"amount,type:numeric(20,2)"`
 	BalanceAfter  decimal.Decimal `bun:"balance_after,type:numeric(20,2)"`
+	Credits       decimal.Decimal `bun:"credits,type:numeric(20,2)"` // signed effect on the grants
+	CreditsAfter  decimal.Decimal `bun:"credits_after,type:numeric(20,2)"`
 	TaskID        string          `bun:"task_id,nullzero"`
 	Reference     string          `bun:"reference,nullzero"`
 	CreatedAt     time.Time       `bun:"created_at"`
@@ -73,9 +82,19 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 				row.ID, row.Type, row.TaskID = e.TaskID, "charge", e.TaskID
 			case account.Adjusted:
 				row.ID, row.Type, row.Reference = e.AdjustmentID, "adjustment", e.Reason
+			case account.CreditsGranted:
+				row.ID, row.Type, row.Reference = e.GrantID, "grant", e.Reason
+			case account.GrantExpired:
+				row.ID, row.Type = e.GrantID, "grant_expired"
+			case account.TaskFailed:
+				row.ID, row.Type, row.TaskID = e.TaskID, "grant_expired", e.TaskID
 			}
 			tx := d.(account.Moving).Postings()
 			row.Amount = tx.Effect(journal.Available(id)).Add(tx.Effect(journal.Held(id))).Decimal()
+			row.Credits = tx.Effect(journal.Credits(id)).Add(tx.Effect(journal.HeldCredits(id))).Decimal()
+			if row.Amount.IsZero() && row.Credits.IsZero() && row.Type != "charge" {
+				continue // a release, or an expiry with nothing left
+			}
 			rows = append(rows, row)
 			accounts[id] = true
 		}
@@ -91,25 +110,27 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		AccountID    string          `bun:"account_id"`
 		Seq          int64           `bun:"seq"`
 		BalanceAfter decimal.Decimal `bun:"balance_after"`
+		CreditsAfter decimal.Decimal `bun:"credits_after"`
 	}
-	err := tx.NewRaw(`SELECT DISTINCT ON (account_id) account_id, seq, balance_after FROM wallet_entries
+	err := tx.NewRaw(`SELECT DISTINCT ON (account_id) account_id, seq, balance_after, credits_after FROM wallet_entries
 		WHERE account_id = ANY(?) ORDER BY account_id, seq DESC`, pgdialect.Array(ids)).Scan(ctx, &last)
 	if err != nil {
 		return fmt.Errorf("statement heads: %w", err)
 	}
 	type head struct {
-		seq     int64
-		balance decimal.Decimal
+		seq              int64
+		balance, credits decimal.Decimal
 	}
 	heads := map[string]head{}
 	for _, l := range last {
-		heads[l.AccountID] = head{l.Seq, l.BalanceAfter}
+		heads[l.AccountID] = head{l.Seq, l.BalanceAfter, l.CreditsAfter}
 	}
 	for i := range rows {
 		h := heads[rows[i].AccountID]
 		h.seq++
 		h.balance = h.balance.Add(rows[i].Amount)
-		rows[i].Seq, rows[i].BalanceAfter = h.seq, h.balance
+		h.credits = h.credits.Add(rows[i].Credits)
+		rows[i].Seq, rows[i].BalanceAfter, rows[i].CreditsAfter = h.seq, h.balance, h.credits
 		heads[rows[i].AccountID] = h
 	}
 	return insertEntries(ctx, tx, rows)
@@ -120,11 +141,13 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 func insertEntries(ctx context.Context, tx bun.Tx, rows []EntryRow) error {
 	n := len(rows)
 	accounts, ids, types, amounts, balances := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	credits, creditsAfter := make([]string, n), make([]string, n)
 	tasks, refs := make([]*string, n), make([]*string, n)
 	seqs, streams := make([]int64, n), make([]int64, n)
 	ats := make([]time.Time, n)
 	for i, r := range rows {
 		accounts[i], ids[i], types[i], amounts[i], balances[i] = r.AccountID, r.ID, r.Type, r.Amount.String(), r.BalanceAfter.String()
+		credits[i], creditsAfter[i] = r.Credits.String(), r.CreditsAfter.String()
 		if r.TaskID != "" {
 			tasks[i] = &rows[i].TaskID
 		}
@@ -134,9 +157,12 @@ func insertEntries(ctx context.Context, tx bun.Tx, rows []EntryRow) error {
 		seqs[i], streams[i], ats[i] = r.Seq, int64(r.StreamSeq), r.CreatedAt
 	}
 	a := pgdialect.Array
-	_, err := tx.NewRaw(`INSERT INTO wallet_entries (account_id, seq, id, type, amount, balance_after, task_id, reference, created_at, stream_seq)
-		SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[])`,
-		a(accounts), a(seqs), a(ids), a(types), a(amounts), a(balances), a(tasks), a(refs), a(ats), a(streams)).Exec(ctx)
+	_, err := tx.NewRaw(`INSERT INTO wallet_entries (account_id, seq, id, type, amount, balance_after, credits, credits_after,
+			task_id, reference, created_at, stream_seq)
+		SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[],
+			?::text[], ?::text[], ?::timestamptz[], ?::bigint[])`,
+		a(accounts), a(seqs), a(ids), a(types), a(amounts), a(balances), a(credits), a(creditsAfter),
+		a(tasks), a(refs), a(ats), a(streams)).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("inserting statement lines: %w", err)
 	}

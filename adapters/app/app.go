@@ -289,13 +289,14 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 		Due: dueCallbacks(a.reader), Record: a.Ledger.RecordCallback, Secret: secrets,
 		Log: a.log.With("component", "callbacks"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
 	}
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go func() {
 		defer a.wg.Done()
 		hb.run(ctx, a.instance, func(err error) { a.log.Warn("heartbeat", "err", err) })
 	}()
 	go func() { defer a.wg.Done(); sweeper.Run(ctx) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "callbacks", dispatcher.Run) }()
+	go func() { defer a.wg.Done(); a.leading(ctx, "grants", a.expireGrants) }()
 	return nil
 }
 

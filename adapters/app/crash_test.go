@@ -28,8 +28,10 @@ func TestStoppedInstanceTasksAreAdopted(t *testing.T) {
 	}
 	key, _ := newKey(t, cust, map[string]any{"name": "k"})
 	onWorker := withKey(client{t: t, base: worker.URL()}, key)
-	// The worker instance has the price change once the stream brings it.
+	// The worker instance has the price change and the new key once the
+	// stream brings them.
 	waitUntil(t, 5*time.Second, func() bool { _, err := worker.Ledger.Model("slow-1"); return err == nil })
+	waitUntil(t, 5*time.Second, func() bool { return onWorker.do("GET", "/api/v1/wallet", nil).Status == 200 })
 	r := onWorker.do("POST", "/api/v1/generateTask/slow-1", map[string]any{"request_type": "async", "input": map[string]any{"prompt": "x"}})
 	if r.Status != 200 {
 		t.Fatalf("async on worker: %d %s", r.Status, r.Raw)

@@ -162,8 +162,9 @@ func (s *Server) balanceAsOf(w http.ResponseWriter, r *http.Request, _ Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"account_id": id, "balance": b.Available.Add(b.Held), "held": b.Held,
-		"available": b.Available, "as_of": asOf.UTC().Format(time.RFC3339Nano), "events": b.Events})
+	writeJSON(w, http.StatusOK, map[string]any{"account_id": id, "balance": b.Available.Add(b.Held), "held": b.Held.Add(b.HeldCredits),
+		"available": b.Available.Add(b.Credits), "credits": b.Credits.Add(b.HeldCredits),
+		"as_of": asOf.UTC().Format(time.RFC3339Nano), "events": b.Events})
 	return nil
 }
 

@@ -201,6 +201,9 @@ type walletOut struct {
 	Balance   money.Amount `json:"balance"`
 	Held      money.Amount `json:"held"`
 	Available money.Amount `json:"available"`
+	// Credits is what unexpired grants hold (reserved part included);
+	// balance is paid money. available = balance + credits - held.
+	Credits money.Amount `json:"credits"`
 }
 
 // readWallet reads the wallet from the read model once it shows this
@@ -214,10 +217,13 @@ func (s *Server) readWallet(ctx context.Context, w http.ResponseWriter, accountI
 	}
 	avail, err1 := money.FromDecimal(row.Available)
 	held, err2 := money.FromDecimal(row.Held)
-	if err := errors.Join(err1, err2); err != nil {
+	credits, err3 := money.FromDecimal(row.Credits)
+	heldCredits, err4 := money.FromDecimal(row.HeldCredits)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return walletOut{}, err
 	}
-	return walletOut{Currency: row.Currency, Balance: avail.Add(held), Held: held, Available: avail}, nil
+	return walletOut{Currency: row.Currency, Balance: avail.Add(held), Held: held.Add(heldCredits),
+		Available: avail.Add(credits), Credits: credits.Add(heldCredits)}, nil
 }
 
 // readErr keeps "not found" and marks any other read failure as the

@@ -44,6 +44,7 @@ type Commands interface {
 	Models() []pricing.Model
 	SetModel(ctx context.Context, meta ledger.Meta, m pricing.Model) (pricing.Model, error)
 	Adjust(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, reason string) (string, uint64, error)
+	GrantCredits(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, expiresAt time.Time, reason, source string) (ledger.GrantResult, error)
 	AccountSeq(id string) uint64
 	NewID(prefix string) string
 }
@@ -232,6 +233,7 @@ func (s *Server) routeTable() []route {
 		// Price list and corrections.
 		{"PUT", "/api/admin/models/{model}", s.staff(roleAdmin, s.putModel)},
 		{"POST", "/api/admin/accounts/{id}/adjustments", s.staff(roleAdmin, s.adjust)},
+		{"POST", "/api/admin/accounts/{id}/grants", s.staff(roleAdmin, s.grant)},
 	}
 }
 

@@ -38,6 +38,10 @@ type entryOut struct {
 	Type         string       `json:"type"`
 	Amount       money.Amount `json:"amount"`
 	BalanceAfter money.Amount `json:"balance_after"`
+	// Grants' movements, apart from paid money: the line's effect on the
+	// credits and the credits after it.
+	Credits      money.Amount `json:"credits"`
+	CreditsAfter money.Amount `json:"credits_after"`
 	TaskID       string       `json:"task_id,omitempty"`
 	Reference    string       `json:"reference,omitempty"`
 	CreatedAt    string       `json:"created_at"`
@@ -81,7 +85,9 @@ func (s *Server) entries(w http.ResponseWriter, r *http.Request, p Principal) er
 	for i, row := range rows {
 		amt, _ := money.FromDecimal(row.Amount)
 		bal, _ := money.FromDecimal(row.BalanceAfter)
-		out[i] = entryOut{ID: row.ID, Type: row.Type, Amount: amt, BalanceAfter: bal, TaskID: row.TaskID,
+		cr, _ := money.FromDecimal(row.Credits)
+		crAfter, _ := money.FromDecimal(row.CreditsAfter)
+		out[i] = entryOut{ID: row.ID, Type: row.Type, Amount: amt, BalanceAfter: bal, Credits: cr, CreditsAfter: crAfter, TaskID: row.TaskID,
 			Reference: row.Reference, CreatedAt: row.CreatedAt.UTC().Format(time.RFC3339Nano)}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": out, "next_cursor": next})

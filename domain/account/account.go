@@ -71,8 +71,12 @@ type Account struct {
 	status      Status
 	currency    money.Currency
 
-	available money.Amount
-	held      money.Amount
+	available money.Amount // paid money, spendable
+	held      money.Amount // paid money, reserved
+
+	credits     money.Amount // grants' money, spendable
+	heldCredits money.Amount // grants' money, reserved
+	grants      map[string]*Grant
 
 	topUps map[string]TopUp // by reference
 
@@ -90,7 +94,7 @@ type Account struct {
 // New returns the empty aggregate for id, before any event.
 func New(id string) *Account {
 	return &Account{id: id, topUps: make(map[string]TopUp), keys: make(map[string]*Key),
-		holds: make(map[string]*Hold), idem: make(map[string]idemEntry), usage: make(map[string]*keyUsage)}
+		holds: make(map[string]*Hold), grants: make(map[string]*Grant), idem: make(map[string]idemEntry), usage: make(map[string]*keyUsage)}
 }
 
 func (a *Account) ID() string               { return a.id }
@@ -102,13 +106,19 @@ func (a *Account) Status() Status           { return a.status }
 func (a *Account) Currency() money.Currency { return a.currency }
 func (a *Account) Version() uint64          { return a.version }
 
-// Available is what the customer may still spend.
-func (a *Account) Available() money.Amount { return a.available }
+// Available is what the customer may still spend: paid money and
+// grants, less what calls in flight hold.
+func (a *Account) Available() money.Amount { return a.available.Add(a.credits) }
 
-// Held is what is reserved for calls in flight.
-func (a *Account) Held() money.Amount { return a.held }
+// PaidAvailable is the paid money not held: what a refund or a staff
+// debit may take.
+func (a *Account) PaidAvailable() money.Amount { return a.available }
 
-// Balance is the customer's money with the platform: available plus held.
+// Held is what is reserved for calls in flight, paid and granted.
+func (a *Account) Held() money.Amount { return a.held.Add(a.heldCredits) }
+
+// Balance is the customer's paid money with the platform, held part
+// included (grants are Credits).
 func (a *Account) Balance() money.Amount { return a.available.Add(a.held) }
 
 // TopUpByReference returns the top-up recorded under reference, if any.
@@ -142,6 +152,8 @@ func (a *Account) Apply(e Event) {
 		a.applyKey(e)
 	case TaskRequested, TaskStarted, TaskAdopted, TaskSucceeded, TaskFailed:
 		a.applyTask(e)
+	case CreditsGranted, GrantExpired:
+		a.applyGrant(e)
 	}
 }
 
@@ -151,4 +163,6 @@ func (a *Account) Apply(e Event) {
 func (a *Account) applyTransaction(tx journal.Transaction) {
 	a.available = a.available.Add(tx.Effect(journal.Available(a.id)))
 	a.held = a.held.Add(tx.Effect(journal.Held(a.id)))
+	a.credits = a.credits.Add(tx.Effect(journal.Credits(a.id)))
+	a.heldCredits = a.heldCredits.Add(tx.Effect(journal.HeldCredits(a.id)))
 }

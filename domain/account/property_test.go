@@ -11,27 +11,31 @@ import (
 )
 
 // FuzzAccountInvariants reads the fuzzer's bytes as a sequence of commands
-// (top-ups, reservations, captures, releases, adjustments, expiries) and
-// checks after every one that: available ≥ 0 and held ≥ 0; held is the sum
-// of open holds; the wallet equals the fold of every posting appended; every
-// transaction balances; and a rejected command changed nothing.
+// (top-ups, reservations, captures, releases, adjustments, expiries,
+// grants and their expiry) and checks after every one that: paid and
+// granted money, spendable and held, are each ≥ 0; held is the sum of open
+// holds and their grant parts the held credits; spendable credits are the
+// unexpired grants' remainders, and no grant is ever below zero; the
+// wallet equals the fold of every posting appended; every transaction
+// balances; and a rejected command changed nothing.
 func FuzzAccountInvariants(f *testing.F) {
 	f.Add([]byte{0, 10, 1, 0, 1, 1, 2, 0, 3, 1, 4, 200, 5, 0})
 	f.Add([]byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1})
 	f.Add([]byte{0, 255, 1, 3, 1, 3, 4, 1, 6, 0, 2, 1, 3, 0, 5, 9})
+	f.Add([]byte{7, 90, 7, 200, 1, 1, 1, 2, 8, 5, 3, 0, 1, 5, 8, 20, 3, 1, 2, 0, 1, 4})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		a := New(accID)
 		a.Apply(opened())
 		spend := money.MustParse("4.00")
 		a.Apply(KeyCreated{KeyID: "k", Hash: apikey.Hash{1}, Scopes: apikey.DefaultScopes, Quota: apikey.Quota{Calls: 7, Spend: &spend}, RateLimit: 60})
 		clock := now
-		var folded struct{ avail, held money.Amount }
+		var folded struct{ avail, held, credits, heldCredits money.Amount }
 		var tasks []string
 		n := 0
 		for i := 0; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%7, int(ops[i+1])
+			op, arg := ops[i]%9, int(ops[i+1])
 			clock = clock.Add(time.Duration(arg) * time.Second)
-			before := fmt.Sprintf("%v|%v|%d|%d", a.Available(), a.Held(), len(a.holds), a.version)
+			before := fmt.Sprintf("%v|%v|%v|%d|%d|%d", a.Available(), a.Held(), a.Credits(), len(a.holds), len(a.grants), a.version)
 			var evs []Event
 			var err error
 			pick := func() string {
@@ -72,12 +76,16 @@ func FuzzAccountInvariants(f *testing.F) {
 				evs, err = a.FailTask(pick(), "", "abandoned", "hold expired", clock) // the sweeper
 			case 6:
 				evs, err = a.AdoptTask(pick(), "inst_a", "inst_a")
+			case 7:
+				evs, err = a.GrantCredits(fmt.Sprintf("grt_%d", i), money.FromCents(int64(arg)*10), clock.Add(time.Duration(arg%16)*time.Second), "fuzz", "admin", clock)
+			case 8:
+				evs, err = a.ExpireGrants(clock)
 			}
 			if err != nil {
 				if evs != nil {
 					t.Fatalf("op %d: rejected with events %v", op, evs)
 				}
-				if after := fmt.Sprintf("%v|%v|%d|%d", a.Available(), a.Held(), len(a.holds), a.version); after != before {
+				if after := fmt.Sprintf("%v|%v|%v|%d|%d|%d", a.Available(), a.Held(), a.Credits(), len(a.holds), len(a.grants), a.version); after != before {
 					t.Fatalf("op %d: rejected command changed state %s → %s", op, before, after)
 				}
 				continue
@@ -90,20 +98,33 @@ func FuzzAccountInvariants(f *testing.F) {
 					}
 					folded.avail = folded.avail.Add(tx.Effect(journal.Available(accID)))
 					folded.held = folded.held.Add(tx.Effect(journal.Held(accID)))
+					folded.credits = folded.credits.Add(tx.Effect(journal.Credits(accID)))
+					folded.heldCredits = folded.heldCredits.Add(tx.Effect(journal.HeldCredits(accID)))
 				}
 				a.Apply(e)
 			}
-			var sum money.Amount
+			var sum, drawn, left money.Amount
 			for _, h := range a.holds {
 				sum = sum.Add(h.Amount)
+				drawn = drawn.Add(sumDraws(h.Grants))
+			}
+			for _, g := range a.grants {
+				if g.Remaining.IsNegative() || (g.Expired && !g.Remaining.IsZero()) {
+					t.Fatalf("op %d: grant %s has %s left (expired %v)", op, g.ID, g.Remaining, g.Expired)
+				}
+				left = left.Add(g.Remaining)
 			}
 			switch {
-			case a.Available().IsNegative() || a.Held().IsNegative():
-				t.Fatalf("op %d: negative wallet: available %s held %s", op, a.Available(), a.Held())
+			case a.available.IsNegative() || a.held.IsNegative() || a.credits.IsNegative() || a.heldCredits.IsNegative():
+				t.Fatalf("op %d: negative wallet: available %s held %s credits %s held credits %s", op, a.available, a.held, a.credits, a.heldCredits)
 			case !a.Held().Equal(sum):
 				t.Fatalf("op %d: held %s but open holds sum to %s", op, a.Held(), sum)
-			case !a.Available().Equal(folded.avail) || !a.Held().Equal(folded.held):
-				t.Fatalf("op %d: wallet %s/%s is not the fold of its postings %s/%s", op, a.Available(), a.Held(), folded.avail, folded.held)
+			case !a.heldCredits.Equal(drawn):
+				t.Fatalf("op %d: held credits %s but holds drew %s from grants", op, a.heldCredits, drawn)
+			case !a.credits.Equal(left):
+				t.Fatalf("op %d: spendable credits %s but grants have %s left", op, a.credits, left)
+			case !a.available.Equal(folded.avail) || !a.held.Equal(folded.held) || !a.credits.Equal(folded.credits) || !a.heldCredits.Equal(folded.heldCredits):
+				t.Fatalf("op %d: wallet is not the fold of its postings", op)
 			}
 			calls, spent := a.KeyUsage("k", Month(clock))
 			if calls > 7 || spent.Cmp(spend) > 0 {

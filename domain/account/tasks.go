@@ -31,6 +31,7 @@ type Hold struct {
 	Callback    bool
 	RequestedAt time.Time
 	ExpiresAt   time.Time
+	Grants      []GrantDraw // the part of Amount grants pay for
 }
 
 // IdempotencyWindow is how long the aggregate itself remembers generation
@@ -190,16 +191,26 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 			return nil, &QuotaError{Limit: "spend", RetryAt: nextMonth(now)}
 		}
 	}
-	if a.available.Cmp(price) < 0 {
+	// Grants due now expire in the same append, before the price is
+	// split between the grants left and paid money.
+	events := a.expireDue(now)
+	draws, paid := a.draw(price, expiredIn(events))
+	if a.available.Cmp(paid) < 0 {
 		return nil, ErrInsufficientFunds
 	}
-	return []Event{TaskRequested{
+	tx := journal.Move(journal.Available(a.id), journal.Held(a.id), price)
+	if len(draws) > 0 {
+		tx = journal.Moves(
+			journal.Leg{From: journal.Credits(a.id), To: journal.HeldCredits(a.id), Amount: sumDraws(draws)},
+			journal.Leg{From: journal.Available(a.id), To: journal.Held(a.id), Amount: paid})
+	}
+	return append(events, TaskRequested{
 		TaskID: req.TaskID, KeyID: req.KeyID, Model: req.Model.Name, Type: req.Model.Type,
 		Price: price, Currency: req.Model.Currency, Provider: req.Model.Provider, ProviderModel: req.Model.ProviderModel,
 		Input: req.Input, IdempotencyKey: req.IdempotencyKey, RequestHash: req.RequestHash,
 		Owner: req.Owner, RequestedAt: now.UTC(), HoldExpiresAt: now.Add(req.HoldTTL).UTC(),
-		Transaction: journal.Move(journal.Available(a.id), journal.Held(a.id), price),
-	}}, nil
+		Grants: draws, Transaction: tx,
+	}), nil
 }
 
 // StartTask records that the provider accepted the call (and its handle,
@@ -224,8 +235,15 @@ func (a *Account) CompleteTask(taskID, owner string, out TaskOutput) ([]Event, e
 	if h.Owner != owner {
 		return nil, ErrNotOwner
 	}
-	return []Event{TaskSucceeded{TaskID: taskID, Output: out, Amount: h.Amount,
-		Transaction: journal.Move(journal.Held(a.id), journal.PlatformRevenue, h.Amount)}}, nil
+	tx := journal.Move(journal.Held(a.id), journal.PlatformRevenue, h.Amount)
+	if credit := sumDraws(h.Grants); credit.IsPositive() {
+		// The grant's money was reserved before it could expire: it is
+		// spent, whenever the call ends.
+		tx = journal.Moves(
+			journal.Leg{From: journal.HeldCredits(a.id), To: journal.PlatformRevenue, Amount: credit},
+			journal.Leg{From: journal.Held(a.id), To: journal.PlatformRevenue, Amount: h.Amount.Sub(credit)})
+	}
+	return []Event{TaskSucceeded{TaskID: taskID, Output: out, Amount: h.Amount, Transaction: tx}}, nil
 }
 
 // FailTask decides releasing a failed, timed-out or abandoned call's hold.
@@ -242,8 +260,32 @@ func (a *Account) FailTask(taskID, owner, code, reason string, now time.Time) ([
 	} else if h.Owner != owner {
 		return nil, ErrNotOwner
 	}
-	return []Event{TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
-		Transaction: journal.Move(journal.Held(a.id), journal.Available(a.id), h.Amount)}}, nil
+	if len(h.Grants) == 0 {
+		return []Event{TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
+			Transaction: journal.Move(journal.Held(a.id), journal.Available(a.id), h.Amount)}}, nil
+	}
+	// Each part goes back where it came from: paid money to available, a
+	// grant's part to the grant, or, if the grant has expired meanwhile, to
+	// the platform (it expires now).
+	events := a.expireDue(now)
+	expired := expiredIn(events)
+	credit := sumDraws(h.Grants)
+	legs := []journal.Leg{{From: journal.Held(a.id), To: journal.Available(a.id), Amount: h.Amount.Sub(credit)}}
+	returns := make([]GrantReturn, 0, len(h.Grants))
+	for _, d := range h.Grants {
+		gone := expired[d.GrantID]
+		if g := a.grants[d.GrantID]; g == nil || g.Expired {
+			gone = true
+		}
+		to := journal.Credits(a.id)
+		if gone {
+			to = journal.PlatformPromotions
+		}
+		legs = append(legs, journal.Leg{From: journal.HeldCredits(a.id), To: to, Amount: d.Amount})
+		returns = append(returns, GrantReturn{GrantID: d.GrantID, Amount: d.Amount, Expired: gone})
+	}
+	return append(events, TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
+		Grants: returns, Transaction: journal.Moves(legs...)}), nil
 }
 
 // AdoptTask moves a task from a dead instance to a live one. Naming the
@@ -273,7 +315,12 @@ func (a *Account) applyTask(e Event) {
 	case TaskRequested:
 		a.holds[e.TaskID] = &Hold{TaskID: e.TaskID, KeyID: e.KeyID, Model: e.Model, Type: e.Type, Amount: e.Price,
 			Month: Month(e.RequestedAt), Owner: e.Owner, Callback: e.Input.CallbackURL != "",
-			RequestedAt: e.RequestedAt, ExpiresAt: e.HoldExpiresAt}
+			RequestedAt: e.RequestedAt, ExpiresAt: e.HoldExpiresAt, Grants: e.Grants}
+		for _, d := range e.Grants {
+			if g := a.grants[d.GrantID]; g != nil {
+				g.Remaining = g.Remaining.Sub(d.Amount)
+			}
+		}
 		a.applyTransaction(e.Transaction)
 		if e.KeyID != "" {
 			u := a.usage[e.KeyID]
@@ -301,6 +348,11 @@ func (a *Account) applyTask(e Event) {
 		delete(a.holds, e.TaskID)
 		a.applyTransaction(e.Transaction)
 	case TaskFailed:
+		for _, r := range e.Grants {
+			if g := a.grants[r.GrantID]; g != nil && !r.Expired {
+				g.Remaining = g.Remaining.Add(r.Amount)
+			}
+		}
 		if h := a.holds[e.TaskID]; h != nil {
 			// A released call is not charged, so it uses no quota.
 			if u := a.usage[h.KeyID]; u != nil && u.month == h.Month {
@@ -356,6 +408,7 @@ type TaskRequested struct {
 	Owner          string              `json:"owner"`
 	RequestedAt    time.Time           `json:"requested_at"`
 	HoldExpiresAt  time.Time           `json:"hold_expires_at"`
+	Grants         []GrantDraw         `json:"grants,omitempty"` // the part of the price grants pay
 	Transaction    journal.Transaction `json:"transaction"`
 }
 
@@ -386,6 +439,7 @@ type TaskFailed struct {
 	Code        string              `json:"code"` // provider_error, provider_timeout, invalid_input, abandoned, cancelled
 	Reason      string              `json:"reason"`
 	Amount      money.Amount        `json:"amount"`
+	Grants      []GrantReturn       `json:"grants,omitempty"` // where the grants' part went
 	Transaction journal.Transaction `json:"transaction"`
 }
 

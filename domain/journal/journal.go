@@ -17,6 +17,9 @@ const (
 	PlatformCash        = "platform:cash"        // money received (top-ups)
 	PlatformRevenue     = "platform:revenue"     // captured charges
 	PlatformAdjustments = "platform:adjustments" // staff corrections
+	// PlatformPromotions funds grants (promotional and plan credits) and
+	// takes back what expires unspent.
+	PlatformPromotions = "platform:promotions"
 )
 
 // Available is the book account of a customer's spendable funds.
@@ -24,6 +27,15 @@ func Available(accountID string) string { return "customer:" + accountID + ":ava
 
 // Held is the book account of a customer's reserved funds.
 func Held(accountID string) string { return "customer:" + accountID + ":held" }
+
+// Credits is the book account of a customer's spendable grants: money the
+// platform gave, spent before paid money, that expires.
+func Credits(accountID string) string { return "customer:" + accountID + ":credits" }
+
+// HeldCredits is the book account of grant money reserved for calls in
+// flight, kept apart from held paid money so a release returns each to
+// where it came from.
+func HeldCredits(accountID string) string { return "customer:" + accountID + ":held_credits" }
 
 // Line is one side of a posting: a debit or a credit to a book account.
 type Line struct {
@@ -39,6 +51,26 @@ type Transaction []Line
 // account to another: debit the source, credit the destination.
 func Move(from, to string, amount money.Amount) Transaction {
 	return Transaction{{Account: from, Debit: amount}, {Account: to, Credit: amount}}
+}
+
+// Leg is an amount leaving one book account for another.
+type Leg struct {
+	From, To string
+	Amount   money.Amount
+}
+
+// Moves builds one transaction out of several legs, leaving out the ones
+// that move nothing, so a movement that happens to touch a single pair of
+// book accounts is the same two lines Move makes.
+func Moves(legs ...Leg) Transaction {
+	var t Transaction
+	for _, l := range legs {
+		if l.Amount.IsZero() {
+			continue
+		}
+		t = append(t, Line{Account: l.From, Debit: l.Amount}, Line{Account: l.To, Credit: l.Amount})
+	}
+	return t
 }
 
 // ErrUnbalanced is returned by Check for a transaction whose sides differ.

@@ -26,9 +26,11 @@ type Source interface {
 
 // Balance is a wallet at a moment.
 type Balance struct {
-	Available money.Amount
-	Held      money.Amount
-	Events    int // how many of the account's events it folds
+	Available money.Amount // paid money, not held
+	Held      money.Amount // paid money, held
+	// Grants' money, spendable and held.
+	Credits, HeldCredits money.Amount
+	Events               int // how many of the account's events it folds
 }
 
 // BalanceAsOf folds the account's events committed at or before asOf (by
@@ -53,6 +55,8 @@ func BalanceAsOf(ctx context.Context, src Source, accountID string, asOf time.Ti
 				tx := m.Postings()
 				b.Available = b.Available.Add(tx.Effect(journal.Available(accountID)))
 				b.Held = b.Held.Add(tx.Effect(journal.Held(accountID)))
+				b.Credits = b.Credits.Add(tx.Effect(journal.Credits(accountID)))
+				b.HeldCredits = b.HeldCredits.Add(tx.Effect(journal.HeldCredits(accountID)))
 			}
 		}
 		return nil
@@ -84,7 +88,9 @@ type Report struct {
 // AccountModel is what the read models say of one account.
 type AccountModel struct {
 	Available, Held   money.Amount
+	Credits, HeldCred money.Amount
 	StatementBalance  *money.Amount // nil: no statement line yet
+	StatementCredits  money.Amount
 	Calls, Failures   int64
 	Spend             money.Amount
 	Succeeded, Failed int64
@@ -254,15 +260,29 @@ func foldEvent(f *fold, accountID string, ev eventstore.Event, d account.Event, 
 		if err := tx.Check(); err != nil {
 			balanced.add("account %s seq %d (%s): %v", accountID, ev.Seq, ev.Type, err)
 		}
+		paid := tx.Effect(journal.Available(accountID)).Add(tx.Effect(journal.Held(accountID)))
+		granted := tx.Effect(journal.Credits(accountID)).Add(tx.Effect(journal.HeldCredits(accountID)))
 		f.m.Available = f.m.Available.Add(tx.Effect(journal.Available(accountID)))
 		f.m.Held = f.m.Held.Add(tx.Effect(journal.Held(accountID)))
-		if f.m.Available.IsNegative() || f.m.Held.IsNegative() {
-			negative.add("account %s seq %d (%s): available %s, held %s", accountID, ev.Seq, ev.Type, f.m.Available, f.m.Held)
+		f.m.Credits = f.m.Credits.Add(tx.Effect(journal.Credits(accountID)))
+		f.m.HeldCred = f.m.HeldCred.Add(tx.Effect(journal.HeldCredits(accountID)))
+		if f.m.Available.IsNegative() || f.m.Held.IsNegative() || f.m.Credits.IsNegative() || f.m.HeldCred.IsNegative() {
+			negative.add("account %s seq %d (%s): available %s, held %s, credits %s, held credits %s",
+				accountID, ev.Seq, ev.Type, f.m.Available, f.m.Held, f.m.Credits, f.m.HeldCred)
 		}
+		// The statement has a line for every movement of paid money or
+		// of grants (and for every charge).
+		line := false
 		switch d.(type) {
-		case account.ToppedUp, account.TaskSucceeded, account.Adjusted:
+		case account.TaskSucceeded:
+			line = true
+		case account.ToppedUp, account.Adjusted, account.CreditsGranted, account.GrantExpired, account.TaskFailed:
+			line = !paid.IsZero() || !granted.IsZero()
+		}
+		if line {
 			b := f.m.Available.Add(f.m.Held)
 			f.m.StatementBalance = &b
+			f.m.StatementCredits = f.m.Credits.Add(f.m.HeldCred)
 		}
 	}
 	switch e := d.(type) {
@@ -291,12 +311,14 @@ func compare(snap Snapshot, at map[string]map[string]AccountModel) []Check {
 		get              func(AccountModel) string
 	}
 	fields := []field{
-		{"accounts", "wallets", func(m AccountModel) string { return m.Available.String() + "/" + m.Held.String() }},
+		{"accounts", "wallets", func(m AccountModel) string {
+			return m.Available.String() + "/" + m.Held.String() + " credits " + m.Credits.String() + "/" + m.HeldCred.String()
+		}},
 		{"statement", "statement", func(m AccountModel) string {
 			if m.StatementBalance == nil {
 				return "none"
 			}
-			return m.StatementBalance.String()
+			return m.StatementBalance.String() + " credits " + m.StatementCredits.String()
 		}},
 		{"usage", "usage", func(m AccountModel) string {
 			return fmt.Sprintf("%d calls, %s spend, %d failures", m.Calls, m.Spend, m.Failures)
