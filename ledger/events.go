@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/plan"
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/codec"
@@ -12,6 +13,7 @@ const (
 	TypeAccount = "account"
 	TypeUser    = "user"
 	TypeModel   = "model"
+	TypePlan    = "plan"
 )
 
 // AccountCodec lists every account event and its current schema version.
@@ -35,6 +37,8 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.CallbackAttempted](c, 1)
 	codec.Register[account.Event, account.CreditsGranted](c, 1)
 	codec.Register[account.Event, account.GrantExpired](c, 1)
+	codec.Register[account.Event, account.Subscribed](c, 1)
+	codec.Register[account.Event, account.SubscriptionLapsed](c, 1)
 	return c
 }
 
@@ -42,6 +46,13 @@ func AccountCodec() *codec.Codec[account.Event] {
 func ModelCodec() *codec.Codec[pricing.Event] {
 	c := codec.New[pricing.Event]()
 	codec.Register[pricing.Event, pricing.ModelSet](c, 1)
+	return c
+}
+
+// PlanCodec lists every plan event.
+func PlanCodec() *codec.Codec[plan.Event] {
+	c := codec.New[plan.Event]()
+	codec.Register[plan.Event, plan.Set](c, 1)
 	return c
 }
 

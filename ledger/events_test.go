@@ -14,6 +14,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/plan"
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/codec"
@@ -55,6 +56,17 @@ var accountSamples = []account.Event{
 		Reason: "welcome", Source: "admin", Transaction: journal.Move(journal.PlatformPromotions, journal.Credits("acc_01"), money.MustParse("5.00"))},
 	account.GrantExpired{GrantID: "grt_01", Amount: money.MustParse("1.20"), ExpiresAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
 		Transaction: journal.Move(journal.Credits("acc_01"), journal.PlatformPromotions, money.MustParse("1.20"))},
+	account.Subscribed{Plan: account.PlanPro, Fee: money.MustParse("20.00"), PeriodStart: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
+		PeriodEnd: time.Date(2026, 12, 23, 12, 0, 0, 0, time.UTC), Renewal: true,
+		Transaction: journal.Move(journal.Available("acc_01"), journal.PlatformRevenue, money.MustParse("20.00"))},
+	account.SubscriptionLapsed{Plan: account.PlanPro, Fee: money.MustParse("20.00"), PeriodEnd: time.Date(2026, 12, 23, 12, 0, 0, 0, time.UTC),
+		Reason: "the monthly fee of 20.00 is more than the available paid balance"},
+}
+
+var planSamples = []plan.Event{
+	plan.Set{Plan: plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.MustParse("20.00"), IncludedCredits: money.MustParse("5.00"),
+		Currency: money.USD, MaxKeys: 10, DefaultRateLimit: 1200},
+		Previous: &plan.Plan{Name: "pro", APIAccess: true, Currency: money.USD}},
 }
 
 var modelSamples = []pricing.Event{
@@ -73,6 +85,7 @@ func TestGoldenEvents(t *testing.T) {
 	checkGolden(t, AccountCodec(), accountSamples)
 	checkGolden(t, UserCodec(), userSamples)
 	checkGolden(t, ModelCodec(), modelSamples)
+	checkGolden(t, PlanCodec(), planSamples)
 }
 
 func checkGolden[E codec.Named](t *testing.T, c *codec.Codec[E], samples []E) {

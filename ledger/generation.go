@@ -29,6 +29,7 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 		req.TaskID = l.ids.New("gen")
 	}
 	req.Owner = l.cfg.Owner
+	req.APIAccess = l.PlanAPIAccess
 	now := l.cfg.Now()
 	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
 		return a.RequestTask(req, now)

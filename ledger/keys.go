@@ -48,7 +48,10 @@ func (l *Ledger) CreateKey(ctx context.Context, meta Meta, accountID string, in 
 	nk := account.NewKey{ID: l.ids.New("key"), Hash: apikey.HashOf(secret), Prefix: l.cfg.Keys.Prefix, Last4: last4(secret)}
 	var key account.Key
 	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
-		evs, err := a.CreateKey(nk, spec, now, l.cfg.Keys.MaxPerAccount)
+		if rate, ok := l.defaultRate(a.Plan()); ok && in.RateLimit == nil {
+			spec.RateLimit = rate // the plan's default, when the caller names none
+		}
+		evs, err := a.CreateKey(nk, spec, now, l.maxKeys(a.Plan()))
 		if err == nil {
 			e := evs[0].(account.KeyCreated)
 			key = account.Key{ID: e.KeyID, Name: e.Name, Hash: e.Hash, Prefix: e.Prefix, Last4: e.Last4, Scopes: e.Scopes,

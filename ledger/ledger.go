@@ -14,6 +14,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/plan"
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger/aggregates"
@@ -45,6 +46,8 @@ type Ledger struct {
 	users    *aggregates.Repo[*user.User, user.Event]
 	models   *aggregates.Repo[*pricing.Entry, pricing.Event]
 	prices   *priceList
+	planRepo *aggregates.Repo[*plan.Entry, plan.Event]
+	plans    *planList
 	// dummyHash is compared against when a login names no user, so that
 	// an unknown email costs as long as a wrong password.
 	dummyHash []byte
@@ -92,6 +95,12 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger,
 		OnCommit: func(c eventstore.Commit) { _ = l.prices.applyCommit(c) },
 	})
+	l.plans = newPlanList()
+	l.planRepo = aggregates.New(aggregates.Config[*plan.Entry, plan.Event]{
+		Type: TypePlan, Store: store, Codec: PlanCodec(), New: plan.NewEntry,
+		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger,
+		OnCommit: func(c eventstore.Commit) { _ = l.plans.applyCommit(c) },
+	})
 	h, err := bcrypt.GenerateFromPassword([]byte("not a password anyone has"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
@@ -113,6 +122,8 @@ func (l *Ledger) Observe(ref eventstore.Ref, streamSeq uint64) {
 		l.users.Observe(ref.ID, streamSeq)
 	case TypeModel:
 		l.models.Observe(ref.ID, streamSeq)
+	case TypePlan:
+		l.planRepo.Observe(ref.ID, streamSeq)
 	}
 }
 
@@ -121,9 +132,14 @@ func (l *Ledger) Observe(ref eventstore.Ref, streamSeq uint64) {
 // changes.
 func (l *Ledger) ObserveCommit(c eventstore.Commit) {
 	l.Observe(c.Aggregate, c.StreamSeq)
-	if c.Aggregate.Type == TypeModel {
+	switch c.Aggregate.Type {
+	case TypeModel:
 		if err := l.prices.applyCommit(c); err != nil {
 			l.cfg.Logger.Warn("price list", "err", err)
+		}
+	case TypePlan:
+		if err := l.plans.applyCommit(c); err != nil {
+			l.cfg.Logger.Warn("plans", "err", err)
 		}
 	}
 }
@@ -170,6 +186,11 @@ func (l *Ledger) CreateAccount(ctx context.Context, meta Meta, email, password s
 	if err := user.CheckPassword(password); err != nil {
 		return AccountView{}, err
 	}
+	if _, ok := account.ParsePlan(string(plan)); ok {
+		if err := l.checkPlan(plan); err != nil {
+			return AccountView{}, err
+		}
+	}
 	hash, err := l.hash(password)
 	if err != nil {
 		return AccountView{}, err
@@ -215,6 +236,13 @@ func (l *Ledger) CreateAccount(ctx context.Context, meta Meta, email, password s
 func (l *Ledger) UpdateAccount(ctx context.Context, meta Meta, id string, plan *account.Plan, status *account.Status) (AccountView, error) {
 	if !ids.Valid("acc", id) {
 		return AccountView{}, account.ErrNotFound
+	}
+	if plan != nil {
+		if _, ok := account.ParsePlan(string(*plan)); ok {
+			if err := l.checkPlan(*plan); err != nil {
+				return AccountView{}, err
+			}
+		}
 	}
 	var view AccountView
 	_, err := l.accounts.Execute(ctx, id, meta, func(a *account.Account) ([]account.Event, error) {

@@ -39,6 +39,9 @@ type AccountRow struct {
 	CreatedAt     time.Time `bun:"created_at"`
 	UpdatedAt     time.Time `bun:"updated_at"`
 	Version       uint64    `bun:"version"`
+	// The subscription, if any: its plan and the end of its period.
+	SubscriptionPlan *string    `bun:"subscription_plan"`
+	PeriodEnd        *time.Time `bun:"period_end"`
 }
 
 // WalletRow is the wallets read model.
@@ -134,8 +137,12 @@ type accountChange struct {
 	credits decimal.Decimal
 	heldCr  decimal.Decimal
 	moved   bool
-	version uint64
-	at      time.Time
+	// sub is the subscription after the batch, when the batch changed it
+	// (subEnded: it ended).
+	sub      *account.Subscribed
+	subEnded bool
+	version  uint64
+	at       time.Time
 	// The wallet's own version: the last event that changed it (opening,
 	// or moving money), so the row does not depend on how events were
 	// batched.
@@ -174,6 +181,15 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 					Status: string(account.StatusActive), Currency: string(e.Currency), CreatedAt: ev.OccurredAt}
 			case account.PlanChanged:
 				ch.plan = string(e.Plan)
+				if ch.sub == nil || ch.sub.Plan != e.Plan {
+					ch.sub, ch.subEnded = nil, true // ends a subscription to another plan
+				}
+			case account.Subscribed:
+				ch.sub, ch.subEnded = &e, false
+				ch.add(id, e.Transaction)
+				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+			case account.SubscriptionLapsed:
+				ch.sub, ch.subEnded = nil, true
 			case account.StatusChanged:
 				ch.status = string(e.Status)
 			case account.ToppedUp:
@@ -280,6 +296,10 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			if ch.status != "" {
 				row.Status = ch.status
 			}
+			if ch.sub != nil {
+				plan, end := string(ch.sub.Plan), ch.sub.PeriodEnd
+				row.SubscriptionPlan, row.PeriodEnd = &plan, &end
+			}
 			opened = append(opened, row)
 			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
 				Credits: ch.credits, HeldCredits: ch.heldCr, UpdatedAt: ch.walletAt, Version: ch.walletVersion})
@@ -335,6 +355,23 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			pgdialect.Array(wVersions), pgdialect.Array(wAts)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("updating wallets: %w", err)
+		}
+	}
+	// Subscriptions change once a month per account: one statement each.
+	for _, id := range order {
+		ch := changes[id]
+		if ch.opened != nil || (ch.sub == nil && !ch.subEnded) {
+			continue
+		}
+		var plan *string
+		var end *time.Time
+		if ch.sub != nil {
+			p, e := string(ch.sub.Plan), ch.sub.PeriodEnd
+			plan, end = &p, &e
+		}
+		if _, err := tx.NewUpdate().Model((*AccountRow)(nil)).Where("id = ?", id).
+			Set("subscription_plan = ?", plan).Set("period_end = ?", end).Exec(ctx); err != nil {
+			return fmt.Errorf("updating the subscription of %s: %w", id, err)
 		}
 	}
 	if len(topUps) > 0 {

@@ -304,3 +304,10 @@ func (r *Reader) Grants(ctx context.Context, accountID string) ([]GrantRow, erro
 	err := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).Order("expires_at", "id").Scan(ctx)
 	return rows, err
 }
+
+// DueRenewals returns accounts whose subscription period has ended.
+func (r *Reader) DueRenewals(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	var ids []string
+	err := r.db.NewRaw(`SELECT id FROM accounts WHERE period_end <= ? ORDER BY period_end LIMIT ?`, now, limit).Scan(ctx, &ids)
+	return ids, err
+}

@@ -36,7 +36,7 @@ func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount
 func (*Statement) Wants(t string) bool {
 	switch t {
 	case account.EventToppedUp, account.EventTaskSucceeded, account.EventAdjusted,
-		account.EventCreditsGranted, account.EventGrantExpired, account.EventTaskFailed:
+		account.EventCreditsGranted, account.EventGrantExpired, account.EventTaskFailed, account.EventSubscribed:
 		return true
 	}
 	return false
@@ -88,6 +88,9 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 				row.ID, row.Type = e.GrantID, "grant_expired"
 			case account.TaskFailed:
 				row.ID, row.Type, row.TaskID = e.TaskID, "grant_expired", e.TaskID
+			case account.Subscribed:
+				row.ID, row.Type = string(e.Plan), "subscription"
+				row.Reference = e.PeriodStart.UTC().Format(time.RFC3339) + "/" + e.PeriodEnd.UTC().Format(time.RFC3339)
 			}
 			tx := d.(account.Moving).Postings()
 			row.Amount = tx.Effect(journal.Available(id)).Add(tx.Effect(journal.Held(id))).Decimal()

@@ -141,6 +141,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := a.Ledger.EnsureDefaultPrices(ctx); err != nil {
 		return a, err
 	}
+	if err := a.Ledger.LoadPlans(ctx); err != nil {
+		return a, err
+	}
+	if err := a.Ledger.EnsureDefaultPlans(ctx); err != nil {
+		return a, err
+	}
+	a.Keys.APIAccess = a.Ledger.PlanAPIAccess
 	providers, err := a.providers()
 	if err != nil {
 		return a, err
@@ -289,7 +296,7 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 		Due: dueCallbacks(a.reader), Record: a.Ledger.RecordCallback, Secret: secrets,
 		Log: a.log.With("component", "callbacks"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
 	}
-	a.wg.Add(4)
+	a.wg.Add(5)
 	go func() {
 		defer a.wg.Done()
 		hb.run(ctx, a.instance, func(err error) { a.log.Warn("heartbeat", "err", err) })
@@ -297,6 +304,7 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 	go func() { defer a.wg.Done(); sweeper.Run(ctx) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "callbacks", dispatcher.Run) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "grants", a.expireGrants) }()
+	go func() { defer a.wg.Done(); a.leading(ctx, "renewals", a.renewSubscriptions) }()
 	return nil
 }
 

@@ -26,3 +26,25 @@ func (a *App) expireGrants(ctx context.Context) {
 		}
 	}
 }
+
+// renewSubscriptions renews (or lapses) subscriptions whose period has
+// ended. One instance runs it; the account aggregate decides, so a renewal
+// seen twice is charged once.
+func (a *App) renewSubscriptions(ctx context.Context) {
+	for {
+		accounts, err := a.reader.DueRenewals(ctx, time.Now(), 500)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("finding due renewals", "err", err)
+		}
+		for _, id := range accounts {
+			if err := a.Ledger.RenewSubscription(ctx, id); err != nil && ctx.Err() == nil {
+				a.log.Warn("renewing a subscription", "account", id, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.SweepInterval):
+		}
+	}
+}

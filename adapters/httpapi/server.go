@@ -20,6 +20,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/plan"
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -45,6 +46,11 @@ type Commands interface {
 	SetModel(ctx context.Context, meta ledger.Meta, m pricing.Model) (pricing.Model, error)
 	Adjust(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, reason string) (string, uint64, error)
 	GrantCredits(ctx context.Context, meta ledger.Meta, accountID string, amount money.Amount, expiresAt time.Time, reason, source string) (ledger.GrantResult, error)
+	Plans() []plan.Plan
+	SetPlan(ctx context.Context, meta ledger.Meta, p plan.Plan) (plan.Plan, error)
+	Subscribe(ctx context.Context, meta ledger.Meta, accountID, planName string) (ledger.SubscriptionResult, error)
+	Subscription(ctx context.Context, accountID string) (account.Subscription, bool, error)
+	Account(ctx context.Context, id string) (ledger.AccountView, ledger.Wallet, error)
 	AccountSeq(id string) uint64
 	NewID(prefix string) string
 }
@@ -234,6 +240,11 @@ func (s *Server) routeTable() []route {
 		{"PUT", "/api/admin/models/{model}", s.staff(roleAdmin, s.putModel)},
 		{"POST", "/api/admin/accounts/{id}/adjustments", s.staff(roleAdmin, s.adjust)},
 		{"POST", "/api/admin/accounts/{id}/grants", s.staff(roleAdmin, s.grant)},
+		// Plans and subscriptions.
+		{"GET", "/api/v1/plans", h(s.listPlans)},
+		{"PUT", "/api/admin/plans/{plan}", s.staff(roleAdmin, s.putPlan)},
+		{"POST", "/api/v1/subscription", s.account(apikey.ScopeKeys, s.subscribe)},
+		{"GET", "/api/v1/subscription", s.account(apikey.ScopeUsage, s.getSubscription)},
 	}
 }
 

@@ -6,6 +6,7 @@ package account
 import (
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/plan"
 )
 
 // Plan decides whether an account may call the API at all.
@@ -18,16 +19,17 @@ const (
 	PlanAPI      Plan = "api"
 )
 
-// ParsePlan accepts one of the known plans.
+// ParsePlan accepts a plan name of the right form. Plans are data (see
+// domain/plan): whether one is defined is the ledger's to check.
 func ParsePlan(s string) (Plan, bool) {
-	switch p := Plan(s); p {
-	case PlanFree, PlanStandard, PlanPro, PlanAPI:
-		return p, true
+	if !plan.ValidName(s) {
+		return "", false
 	}
-	return "", false
+	return Plan(s), true
 }
 
-// HasAPIAccess reports whether keys of this plan may generate.
+// HasAPIAccess is the built-in rule, for when no plan definitions are at
+// hand: every plan but free may generate.
 func (p Plan) HasAPIAccess() bool { return p != PlanFree }
 
 // Status is the account's standing.
@@ -77,6 +79,7 @@ type Account struct {
 	credits     money.Amount // grants' money, spendable
 	heldCredits money.Amount // grants' money, reserved
 	grants      map[string]*Grant
+	sub         *Subscription
 
 	topUps map[string]TopUp // by reference
 
@@ -141,6 +144,11 @@ func (a *Account) Apply(e Event) {
 		a.currency = e.Currency
 	case PlanChanged:
 		a.plan = e.Plan
+		if a.sub != nil && a.sub.Plan != e.Plan {
+			a.sub = nil // a staff change of plan ends the subscription
+		}
+	case Subscribed, SubscriptionLapsed:
+		a.applySubscription(e)
 	case StatusChanged:
 		a.status = e.Status
 	case ToppedUp:

@@ -51,7 +51,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:      "open with unknown plan",
-			when:      func(a *Account) ([]Event, error) { return a.Open("a@example.com", "usr_1", "gold", money.USD) },
+			when:      func(a *Account) ([]Event, error) { return a.Open("a@example.com", "usr_1", "Gold Plan!", money.USD) },
 			wantField: "plan",
 		},
 		{

@@ -16,7 +16,7 @@ func (a *Account) Open(email, ownerUserID string, plan Plan, currency money.Curr
 		return nil, ErrExists
 	}
 	if _, ok := ParsePlan(string(plan)); !ok {
-		return nil, validation.Field("plan", "must be one of free, standard, pro, api")
+		return nil, validation.Field("plan", "must be a plan name such as free, standard, pro or api")
 	}
 	return []Event{Opened{
 		AccountID:   a.id,
@@ -36,7 +36,7 @@ func (a *Account) Update(plan *Plan, status *Status) ([]Event, error) {
 	var verr validation.Error
 	if plan != nil {
 		if _, ok := ParsePlan(string(*plan)); !ok {
-			verr.Add("plan", "must be one of free, standard, pro, api")
+			verr.Add("plan", "must be a plan name such as free, standard, pro or api")
 		}
 	}
 	if status != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/plan"
 )
 
 // FuzzAccountInvariants reads the fuzzer's bytes as a sequence of commands
@@ -23,6 +24,7 @@ func FuzzAccountInvariants(f *testing.F) {
 	f.Add([]byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1})
 	f.Add([]byte{0, 255, 1, 3, 1, 3, 4, 1, 6, 0, 2, 1, 3, 0, 5, 9})
 	f.Add([]byte{7, 90, 7, 200, 1, 1, 1, 2, 8, 5, 3, 0, 1, 5, 8, 20, 3, 1, 2, 0, 1, 4})
+	f.Add([]byte{0, 100, 9, 50, 1, 1, 10, 31, 1, 3, 10, 40, 9, 3, 2, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		a := New(accID)
 		a.Apply(opened())
@@ -33,7 +35,7 @@ func FuzzAccountInvariants(f *testing.F) {
 		var tasks []string
 		n := 0
 		for i := 0; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%9, int(ops[i+1])
+			op, arg := ops[i]%11, int(ops[i+1])
 			clock = clock.Add(time.Duration(arg) * time.Second)
 			before := fmt.Sprintf("%v|%v|%v|%d|%d|%d", a.Available(), a.Held(), a.Credits(), len(a.holds), len(a.grants), a.version)
 			var evs []Event
@@ -80,6 +82,13 @@ func FuzzAccountInvariants(f *testing.F) {
 				evs, err = a.GrantCredits(fmt.Sprintf("grt_%d", i), money.FromCents(int64(arg)*10), clock.Add(time.Duration(arg%16)*time.Second), "fuzz", "admin", clock)
 			case 8:
 				evs, err = a.ExpireGrants(clock)
+			case 9:
+				evs, err = a.Subscribe(plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.FromCents(int64(arg) * 10),
+					IncludedCredits: money.FromCents(int64(arg%7) * 50)}, fmt.Sprintf("grt_s%d", i), clock)
+			case 10:
+				clock = clock.Add(time.Duration(arg) * 24 * time.Hour)
+				evs, err = a.RenewSubscription(plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.FromCents(int64(arg) * 20),
+					IncludedCredits: m("1.00")}, fmt.Sprintf("grt_r%d", i), clock)
 			}
 			if err != nil {
 				if evs != nil {

@@ -72,6 +72,9 @@ type TaskRequest struct {
 	RequestHash    string
 	Owner          string
 	HoldTTL        time.Duration
+	// APIAccess says whether a plan may generate, from the plan
+	// definitions; nil: the built-in rule (Plan.HasAPIAccess).
+	APIAccess func(Plan) bool
 }
 
 var (
@@ -159,7 +162,7 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 	if a.status != StatusActive {
 		return nil, ErrInactive
 	}
-	if !a.plan.HasAPIAccess() {
+	if access := req.APIAccess; (access == nil && !a.plan.HasAPIAccess()) || (access != nil && !access(a.plan)) {
 		return nil, ErrPlanRequired
 	}
 	if req.IdempotencyKey != "" {

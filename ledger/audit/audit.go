@@ -276,7 +276,7 @@ func foldEvent(f *fold, accountID string, ev eventstore.Event, d account.Event, 
 		switch d.(type) {
 		case account.TaskSucceeded:
 			line = true
-		case account.ToppedUp, account.Adjusted, account.CreditsGranted, account.GrantExpired, account.TaskFailed:
+		case account.ToppedUp, account.Adjusted, account.CreditsGranted, account.GrantExpired, account.TaskFailed, account.Subscribed:
 			line = !paid.IsZero() || !granted.IsZero()
 		}
 		if line {

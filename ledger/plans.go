@@ -1,0 +1,232 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/plan"
+	"github.com/ledgerd/ledgerd/domain/validation"
+	"github.com/ledgerd/ledgerd/ledger/codec"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/ids"
+)
+
+// planList is the in-memory set of plan definitions, kept like the price
+// list: loaded at start, updated by this instance's changes before they
+// are answered and by other instances' from the stream.
+type planList struct {
+	mu      sync.RWMutex
+	plans   map[string]plan.Plan
+	version map[string]uint64
+	codec   *codec.Codec[plan.Event]
+}
+
+func newPlanList() *planList {
+	return &planList{plans: map[string]plan.Plan{}, version: map[string]uint64{}, codec: PlanCodec()}
+}
+
+func (p *planList) applyCommit(c eventstore.Commit) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range c.Events {
+		if ev.Seq <= p.version[c.Aggregate.ID] {
+			continue
+		}
+		d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
+		if err != nil {
+			return fmt.Errorf("plans: %s seq %d: %w", c.Aggregate, ev.Seq, err)
+		}
+		if s, ok := d.(plan.Set); ok {
+			p.plans[c.Aggregate.ID] = s.Plan
+		}
+		p.version[c.Aggregate.ID] = ev.Seq
+	}
+	return nil
+}
+
+// Plan returns a plan's current definition.
+func (l *Ledger) Plan(name string) (plan.Plan, error) {
+	l.plans.mu.RLock()
+	defer l.plans.mu.RUnlock()
+	p, ok := l.plans.plans[name]
+	if !ok {
+		return plan.Plan{}, plan.ErrUnknown
+	}
+	return p, nil
+}
+
+// Plans returns every plan, by name.
+func (l *Ledger) Plans() []plan.Plan {
+	l.plans.mu.RLock()
+	out := make([]plan.Plan, 0, len(l.plans.plans))
+	for _, p := range l.plans.plans {
+		out = append(out, p)
+	}
+	l.plans.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// PlanAPIAccess says whether keys of an account on the plan may generate.
+// A plan no longer defined falls back to the built-in rule.
+func (l *Ledger) PlanAPIAccess(name account.Plan) bool {
+	p, err := l.Plan(string(name))
+	if err != nil {
+		return name.HasAPIAccess()
+	}
+	return p.APIAccess
+}
+
+// maxKeys and defaultRate are the plan's key limits, or the server's.
+func (l *Ledger) maxKeys(name account.Plan) int {
+	if p, err := l.Plan(string(name)); err == nil && p.MaxKeys > 0 {
+		return p.MaxKeys
+	}
+	return l.cfg.Keys.MaxPerAccount
+}
+
+func (l *Ledger) defaultRate(name account.Plan) (int, bool) {
+	if p, err := l.Plan(string(name)); err == nil && p.DefaultRateLimit > 0 {
+		return p.DefaultRateLimit, true
+	}
+	return 0, false
+}
+
+// checkPlan refuses a plan that is not defined (422 on the plan field).
+// The four built-in plans are always accepted: they are defined at every
+// start, and an instance may take commands before it has read them.
+func (l *Ledger) checkPlan(name account.Plan) error {
+	switch name {
+	case account.PlanFree, account.PlanStandard, account.PlanPro, account.PlanAPI:
+		return nil
+	}
+	if _, err := l.Plan(string(name)); err != nil {
+		return validation.Field("plan", fmt.Sprintf("%q is not a defined plan (GET /api/v1/plans)", name))
+	}
+	return nil
+}
+
+// LoadPlans reads the plan definitions from their events.
+func (l *Ledger) LoadPlans(ctx context.Context) error {
+	tl, ok := l.store.(TypeLoader)
+	if !ok {
+		return errors.New("ledger: the event store cannot list the plans")
+	}
+	commits, err := tl.LoadType(ctx, TypePlan)
+	if err != nil {
+		return err
+	}
+	for _, c := range commits {
+		if err := l.plans.applyCommit(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetPlan defines or changes a plan; this instance sees the change before
+// this returns. Subscribers pay a new fee from their next renewal.
+func (l *Ledger) SetPlan(ctx context.Context, meta Meta, p plan.Plan) (plan.Plan, error) {
+	if p.Currency == "" {
+		p.Currency = l.cfg.Currency
+	}
+	if !plan.ValidName(p.Name) {
+		return plan.Plan{}, validation.Field("plan", "must be 1 to 40 of a-z, 0-9, '-' and '_'")
+	}
+	out := p
+	_, err := l.planRepo.Execute(ctx, p.Name, meta, func(e *plan.Entry) ([]plan.Event, error) {
+		evs, err := e.Set(p)
+		if err == nil && len(evs) == 0 {
+			out, _ = e.Plan()
+		}
+		return evs, err
+	})
+	return out, err
+}
+
+// EnsureDefaultPlans defines each default plan never defined.
+func (l *Ledger) EnsureDefaultPlans(ctx context.Context) error {
+	meta := Meta{Actor: "system:bootstrap", CausationID: l.ids.New("cmd")}
+	for _, p := range plan.Defaults() {
+		p.Currency = l.cfg.Currency
+		_, err := l.planRepo.Execute(ctx, p.Name, meta, func(e *plan.Entry) ([]plan.Event, error) {
+			if _, defined := e.Plan(); defined {
+				return nil, nil
+			}
+			return e.Set(p)
+		})
+		if err != nil {
+			return fmt.Errorf("default plan %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// SubscriptionResult is an account's subscription after a command.
+type SubscriptionResult struct {
+	Subscription account.Subscription
+	Active       bool
+	StreamSeq    uint64
+}
+
+// Subscribe puts an account on a plan for a month from now: the fee is
+// charged from paid money (402 if it cannot be) and the plan's credits are
+// granted until the period ends.
+func (l *Ledger) Subscribe(ctx context.Context, meta Meta, accountID, planName string) (SubscriptionResult, error) {
+	if !ids.Valid("acc", accountID) {
+		return SubscriptionResult{}, account.ErrNotFound
+	}
+	p, err := l.Plan(planName)
+	if err != nil {
+		return SubscriptionResult{}, l.checkPlan(account.Plan(planName))
+	}
+	grantID, now := l.ids.New("grt"), l.cfg.Now()
+	var res SubscriptionResult
+	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		evs, err := a.Subscribe(p, grantID, now)
+		if err == nil {
+			res.Subscription, res.Active = a.Subscription()
+			for _, e := range evs {
+				if s, ok := e.(account.Subscribed); ok {
+					res.Subscription = account.Subscription{Plan: s.Plan, Fee: s.Fee, PeriodStart: s.PeriodStart, PeriodEnd: s.PeriodEnd}
+					res.Active = true
+				}
+			}
+		}
+		return evs, err
+	})
+	res.StreamSeq = out.StreamSeq
+	return res, err
+}
+
+// Subscription returns an account's current subscription.
+func (l *Ledger) Subscription(ctx context.Context, accountID string) (account.Subscription, bool, error) {
+	var s account.Subscription
+	var ok bool
+	err := l.accounts.Read(ctx, accountID, func(a *account.Account) { s, ok = a.Subscription() })
+	return s, ok, err
+}
+
+// RenewSubscription renews (or lapses) a subscription whose period has
+// ended, at the plan's current fee; before the end it does nothing.
+func (l *Ledger) RenewSubscription(ctx context.Context, accountID string) error {
+	meta := Meta{Actor: "system:renewals:" + l.cfg.Owner, CausationID: l.ids.New("cmd")}
+	grantID, now := l.ids.New("grt"), l.cfg.Now()
+	_, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		s, ok := a.Subscription()
+		if !ok {
+			return nil, nil
+		}
+		p, err := l.Plan(string(s.Plan))
+		if err != nil {
+			// The plan was never defined here: renew at the fee last paid.
+			p = plan.Plan{Name: string(s.Plan), APIAccess: true, MonthlyFee: s.Fee}
+		}
+		return a.RenewSubscription(p, grantID, now)
+	})
+	return err
+}
