@@ -12,6 +12,8 @@
   // A stream that has said nothing for this long is treated as dead: the
   // server sends a lag message at least every 5 s (platform every 1 s).
   const SILENCE_MS = 12000;
+  // Read models this far behind make the figures visibly "may be stale".
+  const LAGGING_MS = 1000;
 
   // ---------- small helpers ----------
 
@@ -274,14 +276,15 @@
     let cls = "on", head, long;
     const lag = state.lag;
     if (state.conn === "live") {
-      if (lag && (lag.events > 0 || lag.ms >= 1000)) {
+      if (lag && lag.ms >= LAGGING_MS) {
         cls = "lagging";
         head = "Live · " + ago(lag.ms) + " behind";
         long = "Live, but the read models are " + count(lag.events) + " event" + (lag.events === 1 ? "" : "s") + " (" + ago(lag.ms) +
           ") behind the ledger: the figures below may be that much out of date.";
       } else {
         head = "Live";
-        long = "Live: figures update as calls complete. Read models are " + (lag ? "up to date (" + count(lag.events) + " events, " + ago(lag.ms) + " behind)." : "being checked…");
+        long = "Live: figures update as calls complete. " + (!lag ? "Checking how far the read models are behind…" :
+          lag.events === 0 ? "Read models are up to date." : "Read models are " + count(lag.events) + " event" + (lag.events === 1 ? "" : "s") + " (" + ago(lag.ms) + ") behind.");
       }
       if (state.lastMsg && Date.now() - state.lastMsg > 6000) {
         cls = "lagging";
@@ -714,10 +717,11 @@
     const stacks = minutes.map((m) => chart.models.map((model) => bucketCalls(model, m)));
     const totals = stacks.map((s) => s.reduce((a, b) => a + b, 0));
     const max = niceMax(Math.max(0, ...totals));
-    const pad = { l: 34, r: 6, t: 8, b: 20 };
+    const pad = { l: 34, r: 18, t: 8, b: 20 };
     axes(ctx, w, h, pad, max, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)));
     const plotW = w - pad.l - pad.r, plotH = h - pad.t - pad.b;
     const slot = plotW / minutes.length, bw = Math.max(1, slot * 0.7);
+    const every = slot * 5 >= 48 ? 5 : slot * 10 >= 48 ? 10 : 15; // minutes between time labels
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     minutes.forEach((m, i) => {
       let y = pad.t + plotH;
@@ -728,9 +732,9 @@
         ctx.fillRect(pad.l + i * slot + (slot - bw) / 2, y - bh, bw, bh);
         y -= bh;
       });
-      if ((minutes.length - 1 - i) % 5 === 0) {
+      if ((minutes.length - 1 - i) % every === 0) {
         ctx.fillStyle = "#57606a";
-        ctx.fillText(new Date(m).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }), pad.l + i * slot + slot / 2, h - pad.b + 4);
+        ctx.fillText(new Date(m).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" }), pad.l + i * slot + slot / 2, h - pad.b + 4);
       }
     });
     // A text equivalent for screen readers.
