@@ -428,13 +428,14 @@
   }
 
   function renderTasks() {
-    const list = [...tasks.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at))).slice(0, 20);
+    const at = (t) => Date.parse(t.created_at) || 0;
+    const list = [...tasks.values()].sort((a, b) => at(b) - at(a) || String(b.id).localeCompare(String(a.id))).slice(0, 20);
     tasks = new Map(list.map((t) => [t.id, t]));
     $("tasks").replaceChildren(...list.map((t) => el("tr", { "data-task": t.id },
       el("td", {}, el("code", { text: t.id })),
       el("td", { text: t.model || "–" }),
       el("td", { class: "status-" + t.status, text: t.status }),
-      el("td", { class: "num", text: t.status === "failed" ? money("0.00") : money(t.cost) }),
+      el("td", { class: "num", text: t.status === "failed" ? "not charged" : money(t.cost) }),
       el("td", { class: "opt", text: when(t.created_at) }),
       el("td", { class: "opt", text: when(t.completed_at) }))));
     $("tasks-empty").hidden = list.length > 0;
@@ -712,6 +713,8 @@
     if ($("customer-view").hidden) return;
     const { ctx, w, h } = prepareCanvas(canvas);
     const now = minuteOf(Date.now() + chart.offset);
+    const oldest = now - CHART_MINUTES * 60000;
+    for (const m of [chart.base, chart.keys]) for (const id of m.keys()) if (Number(id.slice(id.lastIndexOf("|") + 1)) < oldest) m.delete(id);
     const minutes = [];
     for (let i = CHART_MINUTES - 1; i >= 0; i--) minutes.push(now - i * 60000);
     const stacks = minutes.map((m) => chart.models.map((model) => bucketCalls(model, m)));
