@@ -346,3 +346,252 @@ func num(t testing.TB, s string) float64 {
 }
 
 var _ = sync.Mutex{}
+
+// TestUsageStreamResume: a client that reconnects with Last-Event-ID gets
+// what it missed, in order, and no snapshot; one whose id is too old (or
+// unknown) gets a fresh snapshot.
+func TestUsageStreamResume(t *testing.T) {
+	e := newChargingEnv(t, map[string]string{"LEDGER_STREAM_REPLAY": "40"})
+	e.topUp("50.00", "resume")
+	s, _ := openSSE(t, e.a.URL(), "/api/v1/usage/stream", e.cust.token)
+	snap := nextEvent(t, s.events, 10*time.Second)
+	first := call(t, e.cust, "before")
+	evs := until(t, s.events, snap.ID, 10*time.Second, func(ev streamEvent) bool {
+		return ev.Type == "task" && ev.str("task_id") == first && ev.str("status") == "succeeded"
+	})
+	seen := evs[len(evs)-1].ID
+	s.close()
+
+	// Missed while away.
+	missed := []string{call(t, e.cust, "away 1"), call(t, e.cust, "away 2")}
+	waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "47.60/0.00/47.60" })
+
+	for _, how := range []struct{ name, path string; hdr []string }{
+		{"header", "/api/v1/usage/stream", []string{"Last-Event-ID", strconv.FormatUint(seen, 10)}},
+		{"query", "/api/v1/usage/stream?last_event_id=" + strconv.FormatUint(seen, 10), nil},
+	} {
+		r, status := openSSE(t, e.a.URL(), how.path, e.cust.token, how.hdr...)
+		if status != http.StatusOK {
+			t.Fatalf("%s: resume: %d", how.name, status)
+		}
+		done := map[string]bool{}
+		got := until(t, r.events, seen, 10*time.Second, func(ev streamEvent) bool {
+			if ev.Type == "snapshot" {
+				t.Fatalf("%s: resume within the replay ring sent a snapshot", how.name)
+			}
+			if ev.ID <= seen {
+				t.Fatalf("%s: replayed id %d, not after %d", how.name, ev.ID, seen)
+			}
+			if ev.Type == "task" && ev.str("status") == "succeeded" {
+				done[ev.str("task_id")] = true
+			}
+			return done[missed[0]] && done[missed[1]]
+		})
+		var order []string
+		for _, ev := range got {
+			if ev.Type == "task" && ev.str("status") == "succeeded" {
+				order = append(order, ev.str("task_id"))
+			}
+		}
+		if strings.Join(order, ",") != strings.Join(missed, ",") {
+			t.Fatalf("%s: replayed completions %v, want %v in order", how.name, order, missed)
+		}
+		var wallet string
+		for _, ev := range got {
+			if ev.Type == "wallet" {
+				wallet = ev.str("balance")
+			}
+		}
+		if wallet != "47.60" {
+			t.Fatalf("%s: replayed wallet ends at %q, want 47.60", how.name, wallet)
+		}
+		r.close()
+	}
+
+	// Enough traffic to push the missed messages out of a 40-message ring.
+	for i := range 12 {
+		call(t, e.cust, "flood "+strconv.Itoa(i))
+	}
+	waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "38.00/0.00/38.00" })
+	for _, last := range []string{strconv.FormatUint(seen, 10), "999999999"} {
+		r, _ := openSSE(t, e.a.URL(), "/api/v1/usage/stream", e.cust.token, "Last-Event-ID", last)
+		ev := nextEvent(t, r.events, 10*time.Second)
+		if ev.Type != "snapshot" {
+			t.Fatalf("resume from %s: first message %s, want a fresh snapshot", last, ev.Type)
+		}
+		if ev.obj("wallet")["balance"] != "38.00" {
+			t.Fatalf("resume from %s: snapshot %v", last, ev.Data)
+		}
+		r.close()
+	}
+	if _, status := openSSE(t, e.a.URL(), "/api/v1/usage/stream?last_event_id=abc", e.cust.token); status != 422 {
+		t.Fatalf("bad last_event_id: %d, want 422", status)
+	}
+	// The WebSocket resumes the same way.
+	ws, _, _ := openWS(t, e.a.URL(), "token="+e.cust.token+"&last_event_id=999999999")
+	if ev := nextEvent(t, ws, 10*time.Second); ev.Type != "snapshot" {
+		t.Fatalf("websocket resume from an unknown id: %s, want snapshot", ev.Type)
+	}
+}
+
+// TestUsageStreamAuth: who may open which stream, and that one account's
+// stream never carries another's data while both make calls at once. The
+// token in the query string never reaches the log.
+func TestUsageStreamAuth(t *testing.T) {
+	var logs syncBuffer
+	a := startAppWithLog(t, testConfig(t, testDir(t)), &logs)
+	defer stopApp(t, a)
+	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
+	alice, accA := customer(t, admin, "alice@example.com", "api")
+	bob, accB := customer(t, admin, "bob@example.com", "api")
+	for _, acc := range []string{accA, accB} {
+		if r := admin.do("POST", "/api/admin/accounts/"+acc+"/topups", map[string]string{"amount": "100.00", "reference": "auth-" + acc}); r.Status != 201 {
+			t.Fatalf("top-up: %d %s", r.Status, r.Raw)
+		}
+	}
+	readKey, _ := newKey(t, alice, map[string]any{"name": "reader", "scopes": []string{"usage:read"}})
+	genKey, _ := newKey(t, alice, map[string]any{"name": "generator", "scopes": []string{"image:generate"}})
+	if r := admin.do("POST", "/api/admin/users", map[string]string{"email": "fin@example.com", "password": "fin-password", "role": "finance"}); r.Status != 201 {
+		t.Fatalf("finance user: %d %s", r.Status, r.Raw)
+	}
+	fin := client{t: t, base: a.URL()}.login("fin@example.com", "fin-password")
+
+	for _, tc := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"no credential", "/api/v1/usage/stream", "", 401},
+		{"bad token in query", "/api/v1/usage/stream?token=nx_live_nope", "", 401},
+		{"bad session", "/api/v1/usage/stream?token=eyJ.eyJ.sig", "", 401},
+		{"key without usage:read", "/api/v1/usage/stream?token=" + genKey, "", 403},
+		{"staff on the customer stream", "/api/v1/usage/stream", admin.token, 403},
+		{"customer on the platform stream", "/api/admin/usage/stream?token=" + alice.token, "", 403},
+		{"key on the platform stream", "/api/admin/usage/stream", readKey, 403},
+		{"no credential, platform", "/api/admin/usage/stream", "", 401},
+		{"key with usage:read", "/api/v1/usage/stream?token=" + readKey, "", 200},
+		{"key in the header", "/api/v1/usage/stream", readKey, 200},
+		{"session in the query", "/api/v1/usage/stream?token=" + alice.token, "", 200},
+		{"finance on the platform stream", "/api/admin/usage/stream?token=" + fin.token, "", 200},
+	} {
+		s, status := openSSE(t, a.URL(), tc.path, tc.token)
+		if status != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, status, tc.want)
+		}
+		if s != nil {
+			s.close()
+		}
+	}
+	for _, tc := range []struct {
+		name, query string
+		want        int
+	}{
+		{"no token", "", 401},
+		{"key without usage:read", "token=" + genKey, 403},
+	} {
+		if _, _, status := openWS(t, a.URL(), tc.query); status != tc.want {
+			t.Errorf("websocket %s: %d, want %d", tc.name, status, tc.want)
+		}
+	}
+
+	// Both accounts call at once; each stream carries its own account only.
+	sa, _ := openSSE(t, a.URL(), "/api/v1/usage/stream?token="+readKey, "")
+	sb, _ := openSSE(t, a.URL(), "/api/v1/usage/stream", bob.token)
+	wsB, _, _ := openWS(t, a.URL(), "token="+bob.token)
+	platform, _ := openSSE(t, a.URL(), "/api/admin/usage/stream", admin.token)
+	wsStaff, _, _ := openWS(t, a.URL(), "token="+fin.token)
+	const calls = 6
+	tasks := map[string][]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		acc string
+		cl  client
+	}{{accA, alice}, {accB, bob}} {
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range calls / 2 {
+					r := c.cl.do("POST", "/api/v1/image/generate", image("auth "+strconv.Itoa(w)+strconv.Itoa(i)))
+					if r.Status != 200 {
+						t.Errorf("generate: %d %s", r.Status, r.Raw)
+						return
+					}
+					mu.Lock()
+					tasks[c.acc] = append(tasks[c.acc], r.Body["taskId"].(string))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, st := range []struct {
+		name, acc, other string
+		ch               <-chan streamEvent
+	}{{"alice", accA, accB, sa.events}, {"bob", accB, accA, sb.events}, {"bob websocket", accB, accA, wsB}} {
+		done := map[string]bool{}
+		evs := until(t, st.ch, 0, 15*time.Second, func(ev streamEvent) bool {
+			if ev.Type == "task" && ev.str("status") == "succeeded" {
+				done[ev.str("task_id")] = true
+			}
+			return len(done) == calls
+		})
+		for _, ev := range evs {
+			raw, _ := json.Marshal(ev.Data)
+			if ev.Type != "lag" && ev.str("account_id") != st.acc || strings.Contains(string(raw), st.other) {
+				t.Fatalf("%s's stream carried %s", st.name, raw)
+			}
+			if ev.Type == "task" && !slicesContains(tasks[st.acc], ev.str("task_id")) {
+				t.Fatalf("%s's stream carried a task not its own: %s", st.name, raw)
+			}
+		}
+	}
+
+	// Staff see the platform: 12 calls at 0.80 today, both accounts on top.
+	for name, ch := range map[string]<-chan streamEvent{"sse": platform.events, "websocket": wsStaff} {
+		ev := until(t, ch, 0, 15*time.Second, func(ev streamEvent) bool {
+			if ev.Type != "platform" && ev.Type != "lag" {
+				t.Fatalf("%s: staff stream carried %s", name, ev.Type)
+			}
+			return ev.Type == "platform" && ev.Data["calls_today"] == float64(2*calls)
+		})
+		last := ev[len(ev)-1]
+		if last.str("revenue_today") != "9.60" || last.str("held_total") != "0.00" {
+			t.Fatalf("%s: platform %v", name, last.Data)
+		}
+		top, _ := last.Data["top_accounts"].([]any)
+		emails := map[string]bool{}
+		for _, it := range top {
+			m := it.(map[string]any)
+			emails[m["email"].(string)] = m["spend_today"] == "4.80" && m["calls_today"] == float64(calls)
+		}
+		if len(top) != 2 || !emails["alice@example.com"] || !emails["bob@example.com"] {
+			t.Fatalf("%s: top accounts %v", name, top)
+		}
+		if p, _ := last.Data["projections"].([]any); len(p) < 3 {
+			t.Fatalf("%s: projections %v", name, last.Data["projections"])
+		}
+		if p, _ := last.Data["providers"].([]any); len(p) == 0 || !strings.Contains(mustJSON(p), `"provider":"local"`) {
+			t.Fatalf("%s: providers %v", name, last.Data["providers"])
+		}
+	}
+	// The lag message comes at least every 5 s.
+	until(t, platform.events, 0, 8*time.Second, func(ev streamEvent) bool { return ev.Type == "lag" && ev.Data["events"] != nil })
+
+	for _, secret := range []string{readKey, genKey, alice.token, bob.token, fin.token} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("a stream credential reached the log")
+		}
+	}
+}
+
+func slicesContains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
