@@ -839,6 +839,8 @@
       ctx.strokeStyle = PALETTE[0]; ctx.lineWidth = 2; ctx.beginPath();
       rate.forEach((r, i) => (i ? ctx.lineTo(x(r.t), y(r.v)) : ctx.moveTo(x(r.t), y(r.v))));
       ctx.stroke();
+      const last = rate[rate.length - 1];
+      ctx.fillStyle = PALETTE[0]; ctx.beginPath(); ctx.arc(x(last.t), y(last.v), 3, 0, 2 * Math.PI); ctx.fill();
     }
     const peak = Math.max(0, ...rate.map((r) => r.v));
     const summary = "Now " + (rate.length ? rate[rate.length - 1].v.toLocaleString("en-US", { maximumFractionDigits: 1 }) : "0") +
