@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,18 +51,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	} else if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const calls = 3 // nano-banana-2 at 0.80 each
+	// The browser reaches ledgerd through a proxy the test can cut, to see
+	// the page admit that its figures may be stale and then catch up.
+	proxy := newCutProxy(t, strings.TrimPrefix(e.a.URL(), "http://"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "dashboard.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
-		"LEDGER_URL="+e.a.URL(),
+		"LEDGER_URL=http://"+proxy.addr(),
 		"CUSTOMER_EMAIL=payer@example.com", "CUSTOMER_PASSWORD=password-payer@example.com",
 		"ADMIN_EMAIL=root@example.com", "ADMIN_PASSWORD=root-password",
-		"EXPECT_BALANCE=$25.00", "EXPECT_BALANCE_AFTER=$22.60",
-		fmt.Sprintf("EXPECT_CALLS_AFTER=%d", calls), "EXPECT_SPEND_AFTER=$2.40",
+		// 3 calls while the page is live, then 1 while it is offline.
+		"EXPECT_BALANCE=$25.00", "EXPECT_BALANCE_AFTER=$22.60", "EXPECT_CALLS_AFTER=3", "EXPECT_SPEND_AFTER=$2.40",
+		"EXPECT_BALANCE_FINAL=$21.80", "EXPECT_CALLS_FINAL=4", "EXPECT_SPEND_FINAL=$3.20",
 		"LOAD_KEY_NAME="+loadKeyName,
 		"SCREENSHOT_DIR="+shots,
 		"CHROMIUM="+chromiumPath,
@@ -96,31 +101,43 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf(format+"\nbrowser test log:\n%s", append(args, stderr.String())...)
 	}
 
-	passed := false
+	passed, made := false, 0
 	for line := range lines {
-		switch line {
-		case "READY":
-			// The page is open and live: make the calls through the API.
+		var n int
+		reply := "DONE\n"
+		switch {
+		case func() bool { _, err := fmt.Sscanf(line, "CALL %d", &n); return err == nil }():
+			// The page is open: make the calls through the API (directly,
+			// not through the browser's proxy).
 			gen := withKey(e.anon, key)
-			for i := range calls {
-				if r := gen.do("POST", "/api/v1/image/generate", image(fmt.Sprintf("dashboard call %d", i))); r.Status != 200 {
-					fail("call %d: %d %s", i, r.Status, r.Raw)
+			for range n {
+				made++
+				if r := gen.do("POST", "/api/v1/image/generate", image(fmt.Sprintf("dashboard call %d", made))); r.Status != 200 {
+					fail("call %d: %d %s", made, r.Status, r.Raw)
 				}
 			}
-			if _, err := io.WriteString(stdin, "CALLED\n"); err != nil {
-				fail("telling the browser test: %v", err)
-			}
-		case "PASS":
+		case line == "CUT":
+			proxy.cut()
+		case line == "RESTORE":
+			proxy.restore()
+		case line == "PASS":
 			passed = true
+			reply = ""
 		default:
 			t.Logf("browser test: %s", line)
+			reply = ""
+		}
+		if reply != "" {
+			if _, err := io.WriteString(stdin, reply); err != nil {
+				fail("answering the browser test: %v", err)
+			}
 		}
 	}
-	if err := cmd.Wait(); err != nil || !passed {
+	if err := cmd.Wait(); err != nil || !passed || made != 4 {
 		t.Fatalf("browser test failed (%v):\n%s", err, stderr.String())
 	}
 	t.Logf("%s", stderr.String())
-	for _, name := range []string{"customer.png", "customer-phone.png", "admin.png"} {
+	for _, name := range []string{"customer.png", "customer-offline.png", "customer-phone.png", "admin.png"} {
 		b, err := os.ReadFile(filepath.Join(shots, name))
 		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 			t.Errorf("screenshot %s: %v (%d bytes), want a PNG", name, err, len(b))
@@ -191,4 +208,80 @@ func e2eDepsCurrent(dir string) bool {
 		}
 	}
 	return true
+}
+
+// cutProxy forwards TCP connections to a backend until cut: then it drops
+// every open connection and refuses new ones until restored.
+type cutProxy struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	down    bool
+	conns   map[net.Conn]bool
+}
+
+func newCutProxy(t *testing.T, backend string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, backend: backend, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) serve(c net.Conn) {
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.conns[c] = true
+	p.mu.Unlock()
+	b, err := net.Dial("tcp", p.backend)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[b] = true
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	<-done
+	c.Close()
+	b.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, b)
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *cutProxy) restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
 }

@@ -7,13 +7,16 @@
 //   ADMIN_EMAIL, ADMIN_PASSWORD      a staff user
 //   EXPECT_BALANCE, EXPECT_BALANCE_AFTER   the balance before and after the calls
 //   EXPECT_CALLS_AFTER, EXPECT_SPEND_AFTER today's usage after the calls
+//   EXPECT_BALANCE_FINAL, EXPECT_CALLS_FINAL, EXPECT_SPEND_FINAL  after one more
 //   LOAD_KEY_NAME                    the key the Go test makes its calls with
 //   SCREENSHOT_DIR                   where screenshots go
 //   CHROMIUM                         the browser (default /usr/bin/chromium)
 //
-// Protocol on stdout: "READY" when the page is open and live; the Go test
-// then makes its calls through the API and the page must show them without
-// a reload. "PASS" at the end. Any page script error, console error or
+// Protocol: the script prints "CALL <n>" on stdout when the page is open;
+// the Go test makes n calls through the API and answers "DONE" on stdin;
+// the page must show them without a reload. "CUT" and "RESTORE" drop and
+// bring back the browser's connections (LEDGER_URL is a proxy the Go test
+// controls). "PASS" at the end. Any page script error, console error or
 // request to another host fails the run.
 import { chromium } from "playwright-core";
 import { join } from "node:path";
@@ -26,11 +29,15 @@ const env = (k) => {
 const base = new URL(env("LEDGER_URL"));
 const shots = env("SCREENSHOT_DIR");
 const problems = [];
-const log = (...a) => console.error("[e2e]", ...a);
+let offline = false;
+const started = Date.now();
+const log = (...a) => console.error(`[e2e +${((Date.now() - started) / 1000).toFixed(1)}s]`, ...a);
 
 function watch(page, who) {
   page.on("pageerror", (e) => problems.push(`${who}: page error: ${e.message}`));
   page.on("console", (m) => {
+    // While the test itself takes the browser offline, failed connections are expected.
+    if (offline && /net::ERR_|Failed to fetch/.test(m.text())) return;
     if (m.type() === "error") problems.push(`${who}: console error: ${m.text()}`);
   });
   page.on("request", (r) => {
@@ -130,6 +137,17 @@ async function nextLine(timeout) {
   return lines.shift();
 }
 
+// call asks the Go test to make n calls through the API and waits until
+// they have been answered.
+async function call(n) { await ask("CALL " + n); }
+
+// ask has the Go test do something and waits until it is done.
+async function ask(what) {
+  console.log(what);
+  const word = await nextLine(30000);
+  if (word !== "DONE") throw new Error(`unexpected answer from the Go test to ${what}: ${word}`);
+}
+
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
 try {
   // ---------------- the customer ----------------
@@ -186,9 +204,7 @@ try {
   await page.evaluate(() => { window.__notReloaded = true; });
   const navBefore = navigations;
   check();
-  console.log("READY");
-  const word = await nextLine(30000);
-  if (word !== "CALLED") throw new Error("unexpected word from the Go test: " + word);
+  await call(Number(env("EXPECT_CALLS_AFTER")));
   const t0 = Date.now();
   await waitText(page, "#balance", env("EXPECT_BALANCE_AFTER"), "balance after the calls");
   await waitText(page, "#calls-today", env("EXPECT_CALLS_AFTER"), "calls today after the calls");
@@ -201,6 +217,28 @@ try {
   await waitContains(page, "#entries", env("EXPECT_BALANCE_AFTER"), "the statement's balance after");
   if (!(await page.evaluate(() => window.__notReloaded === true)) || navigations !== navBefore) throw new Error("the page reloaded");
   await page.screenshot({ path: join(shots, "customer.png"), fullPage: true });
+
+  // Honest when cut off: with the connection gone the page says its figures
+  // may be stale; a call made meanwhile shows once the stream is back (the
+  // browser resumes with Last-Event-ID), still without a reload.
+  offline = true;
+  await ask("CUT");
+  await waitText(page, "#live-text", "Reconnecting…", "indicator with the network down", 15000);
+  await waitContains(page, "#freshness", "may be stale", "freshness line with the network down");
+  if (!(await page.locator("#customer-view").evaluate((e) => e.classList.contains("stale")))) throw new Error("figures not marked stale");
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(shots, "customer-offline.png") });
+  log("the page says its figures may be stale");
+  await call(1);
+  await ask("RESTORE");
+  log("connection restored");
+  await waitText(page, "#live-text", "Live", "indicator after reconnecting", 15000);
+  offline = false;
+  await waitText(page, "#balance", env("EXPECT_BALANCE_FINAL"), "balance after reconnecting");
+  await waitText(page, "#calls-today", env("EXPECT_CALLS_FINAL"), "calls today after reconnecting");
+  log("caught up");
+  if (!(await page.evaluate(() => window.__notReloaded === true)) || navigations !== navBefore) throw new Error("the page reloaded");
+  log("showed staleness while offline and caught up after reconnecting");
 
   // Readable on a phone.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -222,8 +260,8 @@ try {
   if (await admin.locator("#customer-view").isVisible()) throw new Error("staff see the customer view");
   await admin.locator("#projections tr").first().waitFor();
   await waitContains(admin, "#projections", "usage", "projection lag table");
-  await waitText(admin, "#platform-calls-today", env("EXPECT_CALLS_AFTER"), "platform calls today");
-  await waitText(admin, "#revenue-today", env("EXPECT_SPEND_AFTER"), "revenue today");
+  await waitText(admin, "#platform-calls-today", env("EXPECT_CALLS_FINAL"), "platform calls today");
+  await waitText(admin, "#revenue-today", env("EXPECT_SPEND_FINAL"), "revenue today");
   await waitContains(admin, "#top-accounts", env("CUSTOMER_EMAIL"), "top accounts");
   await waitContains(admin, "#providers", "local", "provider health");
   await waitText(admin, "#live-text", "Live", "staff live indicator");
@@ -233,6 +271,7 @@ try {
   await noHorizontalScroll(admin, "staff view on a phone");
   check();
   await sctx.close();
+  log("staff view checked");
   console.log("PASS");
 } finally {
   await browser.close();

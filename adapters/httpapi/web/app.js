@@ -227,7 +227,10 @@
     const connect = () => {
       if (gen !== state.gen) return;
       es = new EventSource(path + "?token=" + encodeURIComponent(state.token));
-      es.onopen = () => { backoff = 1000; state.lastMsg = Date.now(); setConn("live"); };
+      es.onopen = () => {
+        backoff = 1000; state.lastMsg = Date.now(); setConn("live");
+        $("page-error").textContent = ""; // an error from while the connection was down
+      };
       es.onerror = () => {
         if (gen !== state.gen) return;
         setConn("off");
