@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/ledgerd/ledgerd/projections/live"
 )
 
 // streamEvent is one message of a live stream, as a client parses it.
@@ -345,8 +347,6 @@ func num(t testing.TB, s string) float64 {
 	return f
 }
 
-var _ = sync.Mutex{}
-
 // TestUsageStreamResume: a client that reconnects with Last-Event-ID gets
 // what it missed, in order, and no snapshot; one whose id is too old (or
 // unknown) gets a fresh snapshot.
@@ -366,7 +366,10 @@ func TestUsageStreamResume(t *testing.T) {
 	missed := []string{call(t, e.cust, "away 1"), call(t, e.cust, "away 2")}
 	waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "47.60/0.00/47.60" })
 
-	for _, how := range []struct{ name, path string; hdr []string }{
+	for _, how := range []struct {
+		name, path string
+		hdr        []string
+	}{
 		{"header", "/api/v1/usage/stream", []string{"Last-Event-ID", strconv.FormatUint(seen, 10)}},
 		{"query", "/api/v1/usage/stream?last_event_id=" + strconv.FormatUint(seen, 10), nil},
 	} {
@@ -595,3 +598,121 @@ func slicesContains(xs []string, x string) bool {
 }
 
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestSlowStreamSubscriberIsDropped: a subscriber that stops taking
+// messages is dropped once its queue is full (and told so, so its
+// connection can be closed), counted in /metrics, while another one on the
+// same account keeps receiving every message. The slow one is taken
+// straight from the hub: a client that stops reading over TCP only fills
+// its queue after the kernel's socket buffers (hundreds of KB here).
+func TestSlowStreamSubscriberIsDropped(t *testing.T) {
+	e := newChargingEnv(t, map[string]string{"LEDGER_STREAM_BUFFER": "8"})
+	e.topUp("1000.00", "slow")
+	e.model("tiny", map[string]any{"type": "image", "price": "0.10", "provider": "local"})
+	fast, _ := openSSE(t, e.a.URL(), "/api/v1/usage/stream", e.cust.token)
+	nextEvent(t, fast.events, 10*time.Second) // snapshot
+	told := make(chan struct{})
+	slow, err := e.a.Hub.Subscribe(context.Background(), live.Request{AccountID: e.acc, OnDrop: func() { close(told) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if n := metric(t, e.a, `ledgerd_stream_subscribers{kind="customer"}`); n != 2 {
+		t.Fatalf("%v subscribers, want 2", n)
+	}
+
+	const workers, perWorker = 4, 25
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var tasks []string
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				r := e.cust.do("POST", "/api/v1/image/generate", map[string]string{"prompt": "slow " + strconv.Itoa(w) + "-" + strconv.Itoa(i), "model": "tiny", "size": "16x16"})
+				if r.Status != 200 {
+					t.Errorf("generate: %d %s", r.Status, r.Raw)
+					return
+				}
+				mu.Lock()
+				tasks = append(tasks, r.Body["taskId"].(string))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(tasks) != workers*perWorker {
+		t.Fatalf("%d calls made", len(tasks))
+	}
+	done := map[string]bool{}
+	until(t, fast.events, 0, 30*time.Second, func(ev streamEvent) bool {
+		if ev.Type == "task" && ev.str("status") == "succeeded" {
+			done[ev.str("task_id")] = true
+		}
+		return len(done) == len(tasks)
+	})
+	select {
+	case <-told:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow subscriber was not dropped")
+	}
+	if !slow.Dropped() {
+		t.Fatal("Dropped() is false after the drop")
+	}
+	if n := metric(t, e.a, "ledgerd_stream_dropped_total"); n != 1 {
+		t.Fatalf("ledgerd_stream_dropped_total %v, want 1", n)
+	}
+	if n := metric(t, e.a, `ledgerd_stream_subscribers{kind="customer"}`); n != 1 {
+		t.Fatalf("%v customer subscribers after the drop, want 1 (the fast one)", n)
+	}
+}
+
+// TestStreamsEndAtShutdown: open streams end when the server shuts down,
+// rather than holding the shutdown up.
+func TestStreamsEndAtShutdown(t *testing.T) {
+	a := startApp(t, testConfig(t, testDir(t)))
+	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
+	cust, _ := customer(t, admin, "shut@example.com", "api")
+	sse, _ := openSSE(t, a.URL(), "/api/v1/usage/stream", cust.token)
+	nextEvent(t, sse.events, 10*time.Second)
+	platform, _ := openSSE(t, a.URL(), "/api/admin/usage/stream", admin.token)
+	nextEvent(t, platform.events, 10*time.Second)
+	ws, _, _ := openWS(t, a.URL(), "token="+cust.token)
+	nextEvent(t, ws, 10*time.Second)
+	began := time.Now()
+	stopApp(t, a)
+	for name, ch := range map[string]<-chan streamEvent{"sse": sse.events, "platform": platform.events, "websocket": ws} {
+		for open := true; open; {
+			select {
+			case _, open = <-ch:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s stream still open after shutdown", name)
+			}
+		}
+	}
+	if d := time.Since(began); d > 30*time.Second {
+		t.Fatalf("shutdown took %s with streams open", d)
+	}
+}
+
+// metric reads one sample from /metrics.
+func metric(t testing.TB, a *App, name string) float64 {
+	t.Helper()
+	res, err := http.Get(a.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", name, v)
+			}
+			return f
+		}
+	}
+	return -1
+}
