@@ -26,6 +26,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'ChargedCalls|TopUpHTTP|RevokeToRejection' -benchtime 4s ./adapters/app
 	@echo "== rebuild of every read model from 1,000,000 events (POST /api/admin/projections/replay)"
 	$(GO) test -run '^$$' -bench Replay -benchtime 1x -timeout 20m ./projections
+	@echo "== live streams: 1,000 idle SSE subscribers (heap and stack per subscriber)"
+	$(GO) test -run '^$$' -bench IdleStreams -benchtime 1x ./adapters/app
 	@echo "== start-up time (fresh data dir, restart on existing data)"
 	$(GO) test -run '^$$' -bench Startup -benchtime 3x ./adapters/app
 

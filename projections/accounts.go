@@ -148,10 +148,17 @@ type accountChange struct {
 	// batched.
 	walletVersion uint64
 	walletAt      time.Time
+	walletSeq     uint64 // stream sequence of the commit that last moved it
 }
 
 // Apply implements Projection.
 func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	return p.ApplyLive(ctx, tx, commits, nil)
+}
+
+// ApplyLive implements LiveProjection: wallets as they stand after the
+// batch, and key changes.
+func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.Commit, out *Changes) error {
 	changes := map[string]*accountChange{}
 	var order []string
 	var topUps []TopUpRow
@@ -176,7 +183,7 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 			ch.version, ch.at = ev.Seq, ev.OccurredAt
 			switch e := d.(type) {
 			case account.Opened:
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 				ch.opened = &AccountRow{ID: id, Email: e.Email, OwnerUserID: e.OwnerUserID, Plan: string(e.Plan),
 					Status: string(account.StatusActive), Currency: string(e.Currency), CreatedAt: ev.OccurredAt}
 			case account.PlanChanged:
@@ -187,7 +194,7 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 			case account.Subscribed:
 				ch.sub, ch.subEnded = &e, false
 				ch.add(id, e.Transaction)
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.SubscriptionLapsed:
 				ch.sub, ch.subEnded = nil, true
 			case account.StatusChanged:
@@ -196,35 +203,44 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
 					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.CreditsGranted:
 				grants = append(grants, GrantRow{ID: e.GrantID, AccountID: id, Amount: e.Amount.Decimal(), ExpiresAt: e.ExpiresAt,
 					Reason: e.Reason, Source: e.Source, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.GrantExpired:
 				expiries = append(expiries, grantExpiry{id: e.GrantID, amount: e.Amount.Decimal(), at: ev.OccurredAt})
 				ch.add(id, e.Transaction)
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.Moving:
 				ch.add(id, e.Postings())
-				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
+				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.KeyCreated:
 				keys = append(keys, keyRow(id, e, ev.OccurredAt, ev.Seq))
+				out.key(c.StreamSeq, id, e.KeyID, "created")
 			case account.KeyRotated:
 				keyUpdates = append(keyUpdates, keyUpdate{id: e.KeyID, hash: e.Hash.String(), last4: e.Last4, at: ev.OccurredAt, version: ev.Seq})
+				out.key(c.StreamSeq, id, e.KeyID, "rotated")
 			case account.KeyRevoked:
 				keyUpdates = append(keyUpdates, keyUpdate{id: e.KeyID, revoked: true, at: ev.OccurredAt, version: ev.Seq})
+				out.key(c.StreamSeq, id, e.KeyID, "revoked")
 			}
 		}
 	}
-	if err := p.write(ctx, tx, order, changes, topUps); err != nil {
+	if err := p.write(ctx, tx, order, changes, topUps, out); err != nil {
 		return err
 	}
 	if err := writeGrants(ctx, tx, grants, expiries); err != nil {
 		return err
 	}
 	return writeKeys(ctx, tx, keys, keyUpdates)
+}
+
+func (c *Changes) key(seq uint64, accountID, keyID, action string) {
+	if c != nil {
+		c.Keys = append(c.Keys, KeyChange{Seq: seq, AccountID: accountID, KeyID: keyID, Action: action})
+	}
 }
 
 func keyRow(accountID string, e account.KeyCreated, at time.Time, version uint64) KeyRow {
@@ -275,7 +291,7 @@ func (ch *accountChange) add(id string, tx journal.Transaction) {
 	ch.moved = true
 }
 
-func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes map[string]*accountChange, topUps []TopUpRow) error {
+func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes map[string]*accountChange, topUps []TopUpRow, out *Changes) error {
 	var opened []AccountRow
 	var wallets []WalletRow
 	var ids, plans, statuses []string
@@ -303,6 +319,10 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			opened = append(opened, row)
 			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
 				Credits: ch.credits, HeldCredits: ch.heldCr, UpdatedAt: ch.walletAt, Version: ch.walletVersion})
+			if out != nil {
+				out.Wallets = append(out.Wallets, WalletChange{Seq: ch.walletSeq, AccountID: id, Currency: row.Currency,
+					Available: ch.avail, Held: ch.held, Credits: ch.credits, HeldCredits: ch.heldCr, HeldDelta: ch.held.Add(ch.heldCr)})
+			}
 			continue
 		}
 		ids = append(ids, id)
@@ -343,16 +363,29 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 		}
 	}
 	if len(wIDs) > 0 {
-		_, err := tx.NewRaw(`UPDATE wallets w SET
+		q := tx.NewRaw(`UPDATE wallets w SET
 			available = w.available + d.available, held = w.held + d.held,
 			credits = w.credits + d.credits, held_credits = w.held_credits + d.held_credits,
 			version = d.version, updated_at = d.at
 			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[])
 				AS d(id, available, held, credits, held_credits, version, at)
-			WHERE w.account_id = d.id`,
+			WHERE w.account_id = d.id`+returningWallets(out),
 			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
 			pgdialect.Array(decimalStrings(wCredits)), pgdialect.Array(decimalStrings(wHeldCr)),
-			pgdialect.Array(wVersions), pgdialect.Array(wAts)).Exec(ctx)
+			pgdialect.Array(wVersions), pgdialect.Array(wAts))
+		var err error
+		if out == nil {
+			_, err = q.Exec(ctx)
+		} else {
+			var after []WalletRow
+			if err = q.Scan(ctx, &after); err == nil {
+				for _, w := range after {
+					ch := changes[w.AccountID]
+					out.Wallets = append(out.Wallets, WalletChange{Seq: ch.walletSeq, AccountID: w.AccountID, Currency: w.Currency,
+						Available: w.Available, Held: w.Held, Credits: w.Credits, HeldCredits: w.HeldCredits, HeldDelta: ch.held.Add(ch.heldCr)})
+				}
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("updating wallets: %w", err)
 		}
@@ -380,6 +413,15 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 		}
 	}
 	return nil
+}
+
+// returningWallets asks for the wallets as they stand after an update,
+// only when someone listens.
+func returningWallets(out *Changes) string {
+	if out == nil {
+		return ""
+	}
+	return " RETURNING w.account_id, w.currency, w.available, w.held, w.credits, w.held_credits"
 }
 
 func decimalStrings(ds []decimal.Decimal) []string {

@@ -311,3 +311,97 @@ func (r *Reader) DueRenewals(ctx context.Context, now time.Time, limit int) ([]s
 	err := r.db.NewRaw(`SELECT id FROM accounts WHERE period_end <= ? ORDER BY period_end LIMIT ?`, now, limit).Scan(ctx, &ids)
 	return ids, err
 }
+
+// LiveTotals reads, in one repeatable-read transaction, each account's
+// usage on day and in month, the sum of held funds, and the usage and
+// accounts projections' positions.
+func (r *Reader) LiveTotals(ctx context.Context, day, month time.Time) (LiveTotals, error) {
+	t := LiveTotals{Accounts: map[string]AccountTotals{}}
+	err := r.db.RunInTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+		var pos []struct {
+			Name     string `bun:"name"`
+			Position uint64 `bun:"position"`
+		}
+		if err := tx.NewSelect().Table("projection_positions").Column("name", "position").Scan(ctx, &pos); err != nil {
+			return err
+		}
+		for _, p := range pos {
+			switch p.Name {
+			case (&Usage{}).Name():
+				t.UsagePosition = p.Position
+			case (&Accounts{}).Name():
+				t.AccountsPosition = p.Position
+			}
+		}
+		if err := tx.NewRaw("SELECT coalesce(sum(held + held_credits), 0) FROM wallets").Scan(ctx, &t.Held); err != nil {
+			return err
+		}
+		var rows []struct {
+			AccountID  string          `bun:"account_id"`
+			DayCalls   int64           `bun:"day_calls"`
+			DaySpend   decimal.Decimal `bun:"day_spend"`
+			MonthCalls int64           `bun:"month_calls"`
+			MonthSpend decimal.Decimal `bun:"month_spend"`
+		}
+		if err := tx.NewRaw(`SELECT account_id,
+				coalesce(sum(calls) FILTER (WHERE bucket = ?), 0)::bigint AS day_calls,
+				coalesce(sum(spend) FILTER (WHERE bucket = ?), 0) AS day_spend,
+				sum(calls)::bigint AS month_calls, sum(spend) AS month_spend
+			FROM usage_day WHERE bucket >= ? GROUP BY account_id`, day, day, month).Scan(ctx, &rows); err != nil {
+			return err
+		}
+		for _, row := range rows {
+			t.Accounts[row.AccountID] = AccountTotals{DayCalls: row.DayCalls, DaySpend: row.DaySpend,
+				MonthCalls: row.MonthCalls, MonthSpend: row.MonthSpend}
+		}
+		return nil
+	})
+	return t, err
+}
+
+// LiveWallet reads a wallet and the position of the accounts projection
+// it stands at, in one repeatable-read transaction.
+func (r *Reader) LiveWallet(ctx context.Context, accountID string) (LiveWallet, error) {
+	var w LiveWallet
+	err := r.db.RunInTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewSelect().Table("projection_positions").Column("position").
+			Where("name = ?", (&Accounts{}).Name()).Scan(ctx, &w.Position)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var row WalletRow
+		err = tx.NewSelect().Model(&row).Where("account_id = ?", accountID).Scan(ctx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		w.Currency, w.Available, w.Held, w.Credits, w.HeldCredits = row.Currency, row.Available, row.Held, row.Credits, row.HeldCredits
+		return err
+	})
+	return w, err
+}
+
+// Emails returns the email of each account named.
+func (r *Reader) Emails(ctx context.Context, ids []string) (map[string]string, error) {
+	var rows []AccountRow
+	if err := r.db.NewSelect().Model(&rows).Column("id", "email").Where("id IN (?)", bun.In(ids)).Scan(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(rows))
+	for _, a := range rows {
+		out[a.ID] = a.Email
+	}
+	return out, nil
+}
+
+// Tasks returns an account's tasks, newest first, older than the task
+// (at, id) when at is set. Keyset paging: pages stay stable while new
+// tasks arrive.
+func (r *Reader) Tasks(ctx context.Context, accountID string, at time.Time, id string, limit int) ([]TaskRow, error) {
+	var rows []TaskRow
+	q := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).
+		OrderExpr("requested_at DESC, id DESC").Limit(int64(limit))
+	if !at.IsZero() {
+		q = q.Where("(requested_at, id) < (?, ?)", at, id)
+	}
+	return rows, q.Scan(ctx)
+}

@@ -124,6 +124,7 @@ func (rp *Replayer) run(ctx context.Context) (ReplayResult, error) {
 	cfg := rp.Runner
 	cfg.DB = rp.Replay
 	cfg.MaxBatch = 5000
+	cfg.Live = nil // a rebuild is not news
 	for i, p := range projs {
 		runners[i] = NewRunner(cfg, p)
 	}

@@ -51,6 +51,9 @@ type RunnerConfig struct {
 	// Poison, if set, receives a commit that stops a projection, so it can
 	// be inspected (and replayed) apart from the stream.
 	Poison PoisonSink
+	// Live, if set, hears what each batch of a LiveProjection changed,
+	// after the batch commits (and where each such projection starts).
+	Live Live
 	// beforeAck runs after a batch is committed and before it is acked;
 	// tests use it to die at the worst moment.
 	beforeAck func() error
@@ -336,6 +339,9 @@ func (r *Runner) consume(ctx context.Context) error {
 		r.status.Position, r.status.Events = pos, events
 	}
 	r.mu.Unlock()
+	if _, ok := r.proj.(LiveProjection); ok && r.cfg.Live != nil {
+		r.cfg.Live.Applied(Changes{Projection: r.proj.Name(), Position: pos})
+	}
 	cons, err := r.ensureConsumer(ctx, pos)
 	if err != nil {
 		return err
@@ -525,7 +531,12 @@ func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) e
 		commits = append(commits, d.commit)
 	}
 	last := commits[len(commits)-1]
-	return r.cfg.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	var out *Changes
+	lp, live := r.proj.(LiveProjection)
+	if live && r.cfg.Live != nil {
+		out = &Changes{Projection: r.proj.Name(), Position: last.StreamSeq}
+	}
+	err := r.cfg.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		res, err := tx.NewUpdate().Table("projection_positions").
 			Set("position = ?", last.StreamSeq).
 			Set("events = events + ?", countEvents(ds)).
@@ -539,8 +550,16 @@ func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) e
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("%w: position of %s moved past %d", errLostRace, r.proj.Name(), from)
 		}
+		if out != nil {
+			return lp.ApplyLive(ctx, tx, commits, out)
+		}
 		return r.proj.Apply(ctx, tx, commits)
 	})
+	if err == nil && out != nil {
+		// Only now is what it describes readable by everyone.
+		r.cfg.Live.Applied(*out)
+	}
+	return err
 }
 
 var errLostRace = errors.New("another runner advanced this projection")

@@ -78,6 +78,14 @@ type taskPatch struct {
 // tasks already in the table are folded per task and written in one bulk
 // UPDATE, without reading the rows first.
 func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	return p.ApplyLive(ctx, tx, commits, nil)
+}
+
+// ApplyLive implements LiveProjection: each task whose status the batch
+// changed, as it stands after the batch.
+func (p *Tasks) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.Commit, out *Changes) error {
+	// statusSeq: the commit that last changed each task's status.
+	statusSeq := map[string]uint64{}
 	fresh := map[string]*TaskRow{}
 	var order []string
 	patches := map[string]*taskPatch{}
@@ -103,6 +111,16 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 				return err
 			}
 			at := ev.OccurredAt
+			switch d.(type) {
+			case account.TaskRequested, account.TaskStarted, account.TaskSucceeded, account.TaskFailed:
+				if out != nil {
+					id := taskIDOf(d)
+					if r, ok := d.(account.TaskRequested); ok {
+						id = r.TaskID
+					}
+					statusSeq[id] = c.StreamSeq
+				}
+			}
 			if e, ok := d.(account.TaskRequested); ok {
 				input, _ := json.Marshal(e.Input)
 				fresh[e.TaskID] = &TaskRow{ID: e.TaskID, AccountID: c.Aggregate.ID, KeyID: e.KeyID, Model: e.Model, Type: string(e.Type),
@@ -125,11 +143,25 @@ func (p *Tasks) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 		if err := insertTasks(ctx, tx, order, fresh); err != nil {
 			return err
 		}
+		if out != nil {
+			for _, id := range order {
+				r := fresh[id]
+				out.Tasks = append(out.Tasks, TaskChange{Seq: statusSeq[id], AccountID: r.AccountID, TaskID: id, Model: r.Model,
+					KeyID: r.KeyID, Status: r.Status, Cost: r.Cost, CreatedAt: r.RequestedAt, CompletedAt: r.CompletedAt})
+			}
+		}
 	}
 	if len(patchOrder) == 0 {
 		return nil
 	}
-	return writePatches(ctx, tx, patchOrder, patches)
+	after, err := writePatches(ctx, tx, patchOrder, patches, out != nil)
+	for _, r := range after {
+		if seq, ok := statusSeq[r.ID]; ok {
+			out.Tasks = append(out.Tasks, TaskChange{Seq: seq, AccountID: r.AccountID, TaskID: r.ID, Model: r.Model,
+				KeyID: r.KeyID, Status: r.Status, Cost: r.Cost, CreatedAt: r.RequestedAt, CompletedAt: r.CompletedAt})
+		}
+	}
+	return err
 }
 
 // Wants implements Filter: only task events change tasks.
@@ -275,7 +307,8 @@ func (pt *taskPatch) apply(e account.Event, at time.Time, seq uint64, str func(s
 
 // writePatches applies every patch in one statement: each column takes
 // the patch's value where given, and keeps its own where not.
-func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[string]*taskPatch) error {
+// With returning set it also returns the rows as they stand after.
+func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[string]*taskPatch, returning bool) ([]TaskRow, error) {
 	n := len(ids)
 	status, ref, owner, ecode, emsg, output, cstatus := make([]*string, n), make([]*string, n), make([]*string, n),
 		make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
@@ -298,7 +331,11 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 		started[i], completed[i], nextAt[i], attempts[i], clearNext[i] = pt.startedAt, pt.completedAt, pt.callbackNextAt, pt.callbackAttempts, pt.clearNextAt
 		versions[i] = int64(pt.version)
 	}
-	_, err := tx.NewRaw(`UPDATE tasks t SET
+	ret := ""
+	if returning {
+		ret = " RETURNING t.id, t.account_id, t.key_id, t.model, t.status, t.cost, t.requested_at, t.completed_at"
+	}
+	q := tx.NewRaw(`UPDATE tasks t SET
 		status = COALESCE(d.status, t.status),
 		provider_ref = COALESCE(d.provider_ref, t.provider_ref),
 		owner = COALESCE(d.owner, t.owner),
@@ -323,14 +360,21 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 			?::timestamptz[], ?::timestamptz[], ?::text[], ?::int[], ?::timestamptz[], ?::bool[], ?::bigint[])
 		AS d(id, status, provider_ref, owner, error_code, error_message, output, cost,
 			started_at, completed_at, callback_status, attempts, next_at, clear_next, version)
-		WHERE t.id = d.id`,
+		WHERE t.id = d.id`+ret,
 		pgdialect.Array(ids), pgdialect.Array(status), pgdialect.Array(ref), pgdialect.Array(owner), pgdialect.Array(ecode),
 		pgdialect.Array(emsg), pgdialect.Array(output), pgdialect.Array(cost), pgdialect.Array(started), pgdialect.Array(completed),
-		pgdialect.Array(cstatus), pgdialect.Array(attempts), pgdialect.Array(nextAt), pgdialect.Array(clearNext), pgdialect.Array(versions)).Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("updating tasks: %w", err)
+		pgdialect.Array(cstatus), pgdialect.Array(attempts), pgdialect.Array(nextAt), pgdialect.Array(clearNext), pgdialect.Array(versions))
+	var after []TaskRow
+	var err error
+	if returning {
+		err = q.Scan(ctx, &after)
+	} else {
+		_, err = q.Exec(ctx)
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("updating tasks: %w", err)
+	}
+	return after, nil
 }
 
 // queueCallback marks a finished task's callback for delivery.

@@ -43,12 +43,19 @@ type usageKey struct {
 type usageCount struct {
 	calls, failures int64
 	spend           decimal.Decimal
+	seq             uint64 // the last commit that counted here
 }
 
 type openTask struct{ key, model string }
 
 // Apply implements Projection.
 func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	return p.ApplyLive(ctx, tx, commits, nil)
+}
+
+// ApplyLive implements LiveProjection: each minute bucket the batch
+// touched, as it stands after the batch.
+func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.Commit, out *Changes) error {
 	fresh := map[string]openTask{}
 	var newIDs, newKeys, newModels, newAccounts []string
 	type ended struct {
@@ -56,6 +63,7 @@ func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 		at            time.Time
 		amount        decimal.Decimal
 		ok            bool
+		seq           uint64
 	}
 	var ends []ended
 	for ci := range commits {
@@ -74,9 +82,9 @@ func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 				newIDs, newKeys, newModels = append(newIDs, e.TaskID), append(newKeys, e.KeyID), append(newModels, e.Model)
 				newAccounts = append(newAccounts, c.Aggregate.ID)
 			case account.TaskSucceeded:
-				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, e.Amount.Decimal(), true})
+				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, e.Amount.Decimal(), true, c.StreamSeq})
 			case account.TaskFailed:
-				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, decimal.Zero, false})
+				ends = append(ends, ended{c.Aggregate.ID, e.TaskID, ev.OccurredAt, decimal.Zero, false, c.StreamSeq})
 			}
 		}
 	}
@@ -116,6 +124,7 @@ func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 			c = &usageCount{}
 			counts[k] = c
 		}
+		c.seq = e.seq
 		if e.ok {
 			c.calls++
 			c.spend = c.spend.Add(e.amount)
@@ -156,13 +165,13 @@ func (p *Usage) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commi
 			return err
 		}
 	}
-	if err := writeUsage(ctx, tx, counts); err != nil {
+	if err := writeUsage(ctx, tx, counts, out); err != nil {
 		return err
 	}
 	return writeMonths(ctx, tx, months)
 }
 
-func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount) error {
+func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount, out *Changes) error {
 	if len(counts) == 0 {
 		return nil
 	}
@@ -193,12 +202,22 @@ func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount)
 			accs, keys, models, buckets = append(accs, k.account), append(keys, k.key), append(models, k.model), append(buckets, k.bucket)
 			calls, fails, spends = append(calls, c.calls), append(fails, c.failures), append(spends, c.spend.String())
 		}
-		_, err := tx.NewRaw(`INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
+		returning := ""
+		if out != nil && g.table == "usage_minute" {
+			returning = " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
+		}
+		q := tx.NewRaw(`INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
 			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[], ?::numeric[], ?::bigint[])
 			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
-				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`,
+				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`+returning,
 			pgdialect.Array(accs), pgdialect.Array(keys), pgdialect.Array(models), pgdialect.Array(buckets),
-			pgdialect.Array(calls), pgdialect.Array(spends), pgdialect.Array(fails)).Exec(ctx)
+			pgdialect.Array(calls), pgdialect.Array(spends), pgdialect.Array(fails))
+		var err error
+		if returning == "" {
+			_, err = q.Exec(ctx)
+		} else {
+			err = liveUsage(ctx, q, counts, out)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.table, err)
 		}
@@ -221,6 +240,32 @@ func writeMonths(ctx context.Context, tx bun.Tx, months map[[2]string]*usageCoun
 		pgdialect.Array(keys), pgdialect.Array(ms), pgdialect.Array(calls), pgdialect.Array(spends)).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("key_usage_month: %w", err)
+	}
+	return nil
+}
+
+// liveUsage runs the minute upsert and reports each bucket after it, with
+// what this batch added.
+func liveUsage(ctx context.Context, q *bun.RawQuery, counts map[usageKey]*usageCount, out *Changes) error {
+	var after []struct {
+		AccountID string          `bun:"account_id"`
+		KeyID     string          `bun:"key_id"`
+		Model     string          `bun:"model"`
+		Bucket    time.Time       `bun:"bucket"`
+		Calls     int64           `bun:"calls"`
+		Spend     decimal.Decimal `bun:"spend"`
+		Failures  int64           `bun:"failures"`
+	}
+	if err := q.Scan(ctx, &after); err != nil {
+		return err
+	}
+	for _, a := range after {
+		c := counts[usageKey{a.AccountID, a.KeyID, a.Model, a.Bucket.UTC()}]
+		if c == nil {
+			return fmt.Errorf("usage bucket %s/%s/%s/%s came back but was not written", a.AccountID, a.KeyID, a.Model, a.Bucket)
+		}
+		out.Usage = append(out.Usage, UsageChange{Seq: c.seq, AccountID: a.AccountID, KeyID: a.KeyID, Model: a.Model,
+			Bucket: a.Bucket.UTC(), Calls: a.Calls, Failures: a.Failures, Spend: a.Spend, AddedCalls: c.calls, AddedSpend: c.spend})
 	}
 	return nil
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger/tasks"
 	"github.com/ledgerd/ledgerd/projections"
 	"github.com/ledgerd/ledgerd/projections/keyindex"
+	"github.com/ledgerd/ledgerd/projections/live"
 )
 
 // App is a running ledgerd.
@@ -64,6 +65,7 @@ type App struct {
 	Keys       *keyindex.Index
 	Runner     *tasks.Runner
 	reader     *projections.Reader
+	Hub        *live.Hub
 	local      *local.Provider
 	fal        *fal.Provider
 	media      *media.Store
@@ -170,11 +172,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
+	a.Hub = live.New(live.Config{
+		Sources: liveSources, Loader: a.reader, Currency: string(cfg.Currency),
+		Statuses:  func() []projections.Status { return a.Projs.Statuses() },
+		Providers: a.providerStates,
+		Buffer:    cfg.StreamBuffer, Replay: cfg.StreamReplay, Logger: log.With("component", "streams"),
+	})
+	// The hub's totals must be loaded before any batch is applied.
+	if err := a.Hub.Start(ctx); err != nil {
+		return a, fmt.Errorf("live streams: %w", err)
+	}
 	runnerCfg := projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
-		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log},
+		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log}, Live: a.Hub,
 	}
 	a.Projs = projections.NewSet(runnerCfg, allProjections()...)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.Hub.Run(runCtx) }()
 	replayDB, err := postgres.OpenSchema(ctx, a.dsn, projections.ReplaySchema, 8)
 	if err != nil {
 		return a, err
@@ -335,7 +349,8 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		Files: http.StripPrefix("/files", a.local.FileServer()), Media: a.media.Handler(), FalWebhooks: a.falWebhooks(),
 		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
-		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+		Checks:  []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+		Streams: a.Hub, StreamWriteTimeout: a.cfg.StreamWriteTimeout,
 	})
 	ln := a.listener
 	a.api = api
@@ -469,6 +484,18 @@ func (a *App) falWebhooks() http.Handler {
 		a.Runner.Nudge(r.PathValue("taskId"))
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// liveSources are the projections whose changes the live streams push.
+var liveSources = []string{"accounts", "usage", "tasks"}
+
+func (a *App) providerStates() []live.Provider {
+	states := a.Runner.BreakerStates()
+	out := make([]live.Provider, len(states))
+	for i, s := range states {
+		out[i] = live.Provider{Provider: s.Provider, State: s.State}
+	}
+	return out
 }
 
 // allProjections returns a fresh instance of every read model.

@@ -59,6 +59,11 @@ type Config struct {
 	CallbackAllowPrivate          bool
 	CallbackBaseDelay             time.Duration
 	WebhookKey                    string
+	// Live streams: each subscriber's queue (deliveries), messages kept
+	// for resuming, and how long one write to a client may take.
+	StreamBuffer       int
+	StreamReplay       int
+	StreamWriteTimeout time.Duration
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
 }
@@ -153,6 +158,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	c.WebhookKey = getenv("LEDGER_WEBHOOK_KEY")
+	if c.StreamBuffer, err = intVar(get("LEDGER_STREAM_BUFFER", "64"), "LEDGER_STREAM_BUFFER", 1, 100_000); err != nil {
+		return c, err
+	}
+	if c.StreamReplay, err = intVar(get("LEDGER_STREAM_REPLAY", "10000"), "LEDGER_STREAM_REPLAY", 1, 10_000_000); err != nil {
+		return c, err
+	}
+	if c.StreamWriteTimeout, err = durationVar(get("LEDGER_STREAM_WRITE_TIMEOUT", "10s"), "LEDGER_STREAM_WRITE_TIMEOUT"); err != nil {
+		return c, err
+	}
 	c.FalKey, c.FalQueueURL = getenv("FAL_KEY"), get("LEDGER_FAL_QUEUE_URL", "https://queue.fal.run")
 	c.OpenAIKey, c.OpenAIBaseURL = getenv("OPENAI_API_KEY"), get("LEDGER_OPENAI_BASE_URL", "https://api.openai.com/v1")
 	c.ReplicateToken, c.ReplicateBase = getenv("REPLICATE_API_TOKEN"), get("LEDGER_REPLICATE_BASE_URL", "https://api.replicate.com/v1")

@@ -135,7 +135,11 @@ func (s *Server) credential(w http.ResponseWriter, r *http.Request) string {
 
 // authenticate resolves a session token or an API key to a principal.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (Principal, error) {
-	cred := s.credential(w, r)
+	return s.authenticateCredential(r, s.credential(w, r))
+}
+
+// authenticateCredential resolves cred, a session token or an API key.
+func (s *Server) authenticateCredential(r *http.Request, cred string) (Principal, error) {
 	switch {
 	case cred == "":
 		return Principal{}, errUnauthorized

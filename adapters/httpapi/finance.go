@@ -246,6 +246,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ Principal
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	s.holdOpen(http.NewResponseController(w))
 	fmt.Fprint(w, ": following the ledger\n\n")
 	flusher.Flush()
 	ctx, cancel := context.WithCancel(r.Context())

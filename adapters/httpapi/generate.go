@@ -3,12 +3,14 @@ package httpapi
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -18,6 +20,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/validation"
+	"github.com/ledgerd/ledgerd/ledger/ids"
 	"github.com/ledgerd/ledgerd/ledger/tasks"
 	"github.com/ledgerd/ledgerd/projections"
 )
@@ -497,6 +500,12 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, p Principal) er
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, taskJSON(o))
+	return nil
+}
+
+// taskJSON renders a task as GET /api/v1/tasks/{id} does.
+func taskJSON(o outcome) map[string]any {
 	out := map[string]any{
 		"taskId": o.TaskID, "model": o.Model, "status": o.Status, "cost": o.Cost,
 		"output": o.Output, "created_at": o.CreatedAt.UTC().Format(time.RFC3339Nano), "completed_at": nil,
@@ -507,8 +516,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, p Principal) er
 	if o.ErrorCode != "" {
 		out["error"] = map[string]string{"code": o.ErrorCode, "message": o.ErrorMsg}
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out
 }
 
 func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
@@ -600,3 +608,60 @@ func (s *Server) vendorErrors(next http.Handler) http.Handler {
 }
 
 type vendorKey struct{}
+
+// listTasks serves the caller's recent tasks, newest first, with an
+// opaque keyset cursor.
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, p Principal) error {
+	q := r.URL.Query()
+	var verr validation.Error
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			verr.Add("limit", "must be a whole number from 1 to 100")
+		}
+		limit = n
+	}
+	var at time.Time
+	var after string
+	if c := q.Get("cursor"); c != "" {
+		var ok bool
+		if at, after, ok = parseTaskCursor(c); !ok {
+			verr.Add("cursor", "is not a cursor this API returned")
+		}
+	}
+	if err := verr.Err(); err != nil {
+		return err
+	}
+	s.awaitOwnWrites(r.Context(), w, "tasks", s.cfg.Commands.AccountSeq(p.AccountID))
+	rows, err := s.cfg.Reads.Tasks(r.Context(), p.AccountID, at, after, limit+1)
+	if err != nil {
+		return readErr(err)
+	}
+	var next any
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[limit-1]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(last.RequestedAt.UnixMicro(), 10) + "." + last.ID))
+	}
+	out := make([]map[string]any, len(rows))
+	for i, row := range rows {
+		out[i] = taskJSON(rowOutcome(row))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": out, "next_cursor": next})
+	return nil
+}
+
+// parseTaskCursor reads "<requested_at in µs>.<task id>".
+func parseTaskCursor(c string) (time.Time, string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	us, id, ok := strings.Cut(string(b), ".")
+	n, err := strconv.ParseInt(us, 10, 64)
+	if !ok || err != nil || n <= 0 || !ids.Valid("gen", id) {
+		return time.Time{}, "", false
+	}
+	return time.UnixMicro(n).UTC(), id, true
+}

@@ -61,6 +61,7 @@ type Reads interface {
 	Account(ctx context.Context, id string) (projections.AccountRow, error)
 	Keys(ctx context.Context, accountID string) ([]projections.KeyRow, error)
 	Task(ctx context.Context, accountID, taskID string) (projections.TaskRow, error)
+	Tasks(ctx context.Context, accountID string, at time.Time, id string, limit int) ([]projections.TaskRow, error)
 	TaskByIdempotencyKey(ctx context.Context, accountID, key string) (projections.TaskRow, error)
 	Entries(ctx context.Context, accountID string, before int64, limit int) ([]projections.EntryRow, error)
 	Usage(ctx context.Context, accountID, granularity, groupBy string, from, to time.Time) ([]projections.UsagePoint, error)
@@ -119,6 +120,10 @@ type Config struct {
 	Finance Finance
 	// Replay rebuilds the read models.
 	Replay Replayer
+	// Streams pushes the read models' changes live; StreamWriteTimeout
+	// bounds one write to a stream client (default 10 s).
+	Streams            Streams
+	StreamWriteTimeout time.Duration
 }
 
 // Replayer rebuilds every read model from the first event.
@@ -171,6 +176,9 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.StreamWriteTimeout == 0 {
+		cfg.StreamWriteTimeout = 10 * time.Second
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -179,6 +187,9 @@ func New(cfg Config) *Server {
 	cfg.Registry.MustRegister(projectionCollector{cfg.Projections})
 	if cfg.Tasks != nil {
 		cfg.Registry.MustRegister(breakerCollector{cfg.Tasks})
+	}
+	if cfg.Streams != nil {
+		cfg.Registry.MustRegister(streamCollector{cfg.Streams})
 	}
 	s.routes()
 	return s
@@ -221,10 +232,14 @@ func (s *Server) routeTable() []route {
 		{"GET", "/api/admin/accounts/{id}/balance", s.staff(roleReader, s.balanceAsOf)},
 		{"GET", "/api/admin/verify", s.staff(roleReader, s.verify)},
 		{"GET", "/api/admin/events/stream", s.staff(roleReader, s.eventStream)},
+		{"GET", "/api/admin/usage/stream", h(s.adminUsageStream)},
 		// Customers: a session, or an API key with the scope named.
 		{"GET", "/api/v1/wallet", s.account(apikey.ScopeUsage, s.wallet)},
 		{"GET", "/api/v1/wallet/entries", s.accountOrStaff(apikey.ScopeUsage, s.entries)},
 		{"GET", "/api/v1/usage", s.accountOrStaff(apikey.ScopeUsage, s.usage)},
+		// Live streams authenticate themselves: they also take ?token=.
+		{"GET", "/api/v1/usage/stream", h(s.usageStream)},
+		{"GET", "/api/ws/usage", h(s.wsUsage)},
 		{"GET", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.listKeys)},
 		{"POST", "/api/users/me/api-keys", s.account(apikey.ScopeKeys, s.createKey)},
 		{"POST", "/api/users/me/api-keys/{id}/rotate", s.account(apikey.ScopeKeys, s.rotateKey)},
@@ -234,6 +249,7 @@ func (s *Server) routeTable() []route {
 		{"POST", "/api/v1/image/generate", s.account("", s.imageGenerate)},
 		{"POST", "/api/v1/video/generate", s.account("", s.videoGenerate)},
 		{"POST", "/api/v1/generateTask/{model}", s.vendorErrors(s.account("", s.generateTask))},
+		{"GET", "/api/v1/tasks", s.account(apikey.ScopeTasks, s.listTasks)},
 		{"GET", "/api/v1/tasks/{taskId}", s.account(apikey.ScopeTasks, s.getTask)},
 		{"GET", "/api/v1/models", h(s.listModels)},
 		// Price list and corrections.
