@@ -14,6 +14,8 @@ require (
 	golang.org/x/crypto v0.58.0
 )
 
+require github.com/stripe/stripe-go/v85 v85.0.0
+
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect

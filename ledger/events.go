@@ -33,6 +33,11 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.TaskSucceeded](c, 1)
 	codec.Register[account.Event, account.TaskFailed](c, 1)
 	codec.Register[account.Event, account.CallbackAttempted](c, 1)
+	codec.Register[account.Event, account.Refunded](c, 1)
+	codec.Register[account.Event, account.NotificationsSet](c, 1)
+	codec.Register[account.Event, account.LowBalanceCrossed](c, 1)
+	codec.Register[account.Event, account.LowBalanceRearmed](c, 1)
+	codec.Register[account.Event, account.NotificationAttempted](c, 1)
 	return c
 }
 

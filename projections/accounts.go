@@ -48,6 +48,7 @@ type WalletRow struct {
 	Currency      string          `bun:"currency"`
 	Available     decimal.Decimal `bun:"available,type:numeric(20,2)"`
 	Held          decimal.Decimal `bun:"held,type:numeric(20,2)"`
+	Owed          decimal.Decimal `bun:"owed,type:numeric(20,2)"` // after refunds of spent top-ups
 	UpdatedAt     time.Time       `bun:"updated_at"`
 	Version       uint64          `bun:"version"`
 }
@@ -59,6 +60,7 @@ type TopUpRow struct {
 	AccountID     string          `bun:"account_id"`
 	Amount        decimal.Decimal `bun:"amount,type:numeric(20,2)"`
 	Reference     string          `bun:"reference"`
+	PaymentIntent string          `bun:"payment_intent,nullzero"` // Stripe top-ups
 	Actor         string          `bun:"actor"`
 	CreatedAt     time.Time       `bun:"created_at"`
 	StreamSeq     uint64          `bun:"stream_seq"`
@@ -105,6 +107,7 @@ type accountChange struct {
 	status  string
 	avail   decimal.Decimal
 	held    decimal.Decimal
+	owed    decimal.Decimal
 	moved   bool
 	version uint64
 	at      time.Time
@@ -148,7 +151,7 @@ func (p *Accounts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Co
 				ch.status = string(e.Status)
 			case account.ToppedUp:
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
-					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
+					Reference: e.Reference, PaymentIntent: e.PaymentIntent, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
 				ch.walletVersion, ch.walletAt = ev.Seq, ev.OccurredAt
 			case account.Moving:
@@ -212,6 +215,7 @@ func writeKeys(ctx context.Context, tx bun.Tx, keys []KeyRow, updates []keyUpdat
 func (ch *accountChange) add(id string, tx journal.Transaction) {
 	ch.avail = ch.avail.Add(tx.Effect(journal.Available(id)).Decimal())
 	ch.held = ch.held.Add(tx.Effect(journal.Held(id)).Decimal())
+	ch.owed = ch.owed.Sub(tx.Effect(journal.Receivable(id)).Decimal())
 	ch.moved = true
 }
 
@@ -222,7 +226,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	var versions []int64
 	var ats []time.Time
 	var wIDs []string
-	var wAvail, wHeld []decimal.Decimal
+	var wAvail, wHeld, wOwed []decimal.Decimal
 	var wVersions []int64
 	var wAts []time.Time
 	for _, id := range order {
@@ -237,7 +241,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 				row.Status = ch.status
 			}
 			opened = append(opened, row)
-			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
+			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held, Owed: ch.owed,
 				UpdatedAt: ch.walletAt, Version: ch.walletVersion})
 			continue
 		}
@@ -250,6 +254,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			wIDs = append(wIDs, id)
 			wAvail = append(wAvail, ch.avail)
 			wHeld = append(wHeld, ch.held)
+			wOwed = append(wOwed, ch.owed)
 			wVersions = append(wVersions, int64(ch.walletVersion))
 			wAts = append(wAts, ch.walletAt)
 		}
@@ -278,11 +283,11 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	}
 	if len(wIDs) > 0 {
 		_, err := tx.NewRaw(`UPDATE wallets w SET
-			available = w.available + d.available, held = w.held + d.held,
+			available = w.available + d.available, held = w.held + d.held, owed = w.owed + d.owed,
 			version = d.version, updated_at = d.at
-			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[]) AS d(id, available, held, version, at)
+			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[]) AS d(id, available, held, owed, version, at)
 			WHERE w.account_id = d.id`,
-			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
+			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)), pgdialect.Array(decimalStrings(wOwed)),
 			pgdialect.Array(wVersions), pgdialect.Array(wAts)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("updating wallets: %w", err)

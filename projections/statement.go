@@ -32,7 +32,8 @@ func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount
 
 // Wants implements Filter.
 func (*Statement) Wants(t string) bool {
-	return t == account.EventToppedUp || t == account.EventTaskSucceeded || t == account.EventAdjusted
+	return t == account.EventToppedUp || t == account.EventTaskSucceeded || t == account.EventAdjusted ||
+		t == account.EventRefunded
 }
 
 // EntryRow is the wallet_entries read model.
@@ -73,6 +74,10 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 				row.ID, row.Type, row.TaskID = e.TaskID, "charge", e.TaskID
 			case account.Adjusted:
 				row.ID, row.Type, row.Reference = e.AdjustmentID, "adjustment", e.Reason
+			case account.Refunded:
+				// The line is what left the balance; a part the balance
+				// did not cover is owed, not a line.
+				row.ID, row.Type, row.Reference = e.RefundID, "refund", e.ChargeID
 			}
 			tx := d.(account.Moving).Postings()
 			row.Amount = tx.Effect(journal.Available(id)).Add(tx.Effect(journal.Held(id))).Decimal()

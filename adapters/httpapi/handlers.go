@@ -201,6 +201,9 @@ type walletOut struct {
 	Balance   money.Amount `json:"balance"`
 	Held      money.Amount `json:"held"`
 	Available money.Amount `json:"available"`
+	// Owed is what a refund of already spent money left to pay; calls
+	// are refused while it is above zero.
+	Owed money.Amount `json:"owed"`
 }
 
 // readWallet reads the wallet from the read model once it shows this
@@ -214,10 +217,11 @@ func (s *Server) readWallet(ctx context.Context, w http.ResponseWriter, accountI
 	}
 	avail, err1 := money.FromDecimal(row.Available)
 	held, err2 := money.FromDecimal(row.Held)
-	if err := errors.Join(err1, err2); err != nil {
+	owed, err3 := money.FromDecimal(row.Owed)
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return walletOut{}, err
 	}
-	return walletOut{Currency: row.Currency, Balance: avail.Add(held), Held: held, Available: avail}, nil
+	return walletOut{Currency: row.Currency, Balance: avail.Add(held), Held: held, Available: avail, Owed: owed}, nil
 }
 
 // readErr keeps "not found" and marks any other read failure as the

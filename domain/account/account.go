@@ -58,6 +58,10 @@ type TopUp struct {
 	Amount    money.Amount
 	Reference string
 	Seq       uint64 // the account event that recorded it
+	// PaymentIntent is the card payment behind a Stripe top-up ("" for
+	// staff top-ups); Refunded, how much of it was refunded so far.
+	PaymentIntent string
+	Refunded      money.Amount
 }
 
 // Account is the aggregate. Its fields are unexported: state changes only
@@ -73,6 +77,10 @@ type Account struct {
 
 	available money.Amount
 	held      money.Amount
+	// receivable is what the customer owes after a refund of money
+	// already spent (see refund.go); while it is positive no call is
+	// accepted.
+	receivable money.Amount
 
 	topUps map[string]TopUp // by reference
 
@@ -83,6 +91,8 @@ type Account struct {
 	idem      map[string]idemEntry
 	idemOrder []string
 	usage     map[string]*keyUsage
+
+	alerts alertState // low-balance notifications (notify.go)
 
 	version uint64 // number of events applied
 }
@@ -134,7 +144,8 @@ func (a *Account) Apply(e Event) {
 	case StatusChanged:
 		a.status = e.Status
 	case ToppedUp:
-		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version}
+		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version,
+			PaymentIntent: e.PaymentIntent}
 		a.applyTransaction(e.Transaction)
 	case Adjusted:
 		a.applyTransaction(e.Transaction)
@@ -142,6 +153,10 @@ func (a *Account) Apply(e Event) {
 		a.applyKey(e)
 	case TaskRequested, TaskStarted, TaskAdopted, TaskSucceeded, TaskFailed:
 		a.applyTask(e)
+	case Refunded:
+		a.applyRefund(e)
+	case NotificationsSet, LowBalanceCrossed, LowBalanceRearmed, NotificationAttempted:
+		a.applyNotify(e)
 	}
 }
 
@@ -151,4 +166,5 @@ func (a *Account) Apply(e Event) {
 func (a *Account) applyTransaction(tx journal.Transaction) {
 	a.available = a.available.Add(tx.Effect(journal.Available(a.id)))
 	a.held = a.held.Add(tx.Effect(journal.Held(a.id)))
+	a.receivable = a.receivable.Sub(tx.Effect(journal.Receivable(a.id)))
 }

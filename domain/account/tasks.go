@@ -190,6 +190,9 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 			return nil, &QuotaError{Limit: "spend", RetryAt: nextMonth(now)}
 		}
 	}
+	if a.receivable.IsPositive() {
+		return nil, &DebtError{Owed: a.receivable}
+	}
 	if a.available.Cmp(price) < 0 {
 		return nil, ErrInsufficientFunds
 	}

@@ -25,6 +25,11 @@ func Available(accountID string) string { return "customer:" + accountID + ":ava
 // Held is the book account of a customer's reserved funds.
 func Held(accountID string) string { return "customer:" + accountID + ":held" }
 
+// Receivable is what a customer owes the platform: a refund of a top-up
+// whose money was already spent. Unlike the wallet it is debit-normal (an
+// asset of the platform), so what is owed is minus its Effect.
+func Receivable(accountID string) string { return "customer:" + accountID + ":receivable" }
+
 // Line is one side of a posting: a debit or a credit to a book account.
 type Line struct {
 	Account string       `json:"account"`

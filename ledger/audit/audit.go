@@ -84,6 +84,7 @@ type Report struct {
 // AccountModel is what the read models say of one account.
 type AccountModel struct {
 	Available, Held   money.Amount
+	Owed              money.Amount  // the receivable left by refunds of spent top-ups
 	StatementBalance  *money.Amount // nil: no statement line yet
 	Calls, Failures   int64
 	Spend             money.Amount
@@ -236,7 +237,7 @@ func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (R
 	rep.Checks = []Check{
 		chains.check("hash_chains", fmt.Sprintf("%d aggregates, every event links to the one before", len(heads))),
 		balanced.check("transactions_balanced", "every posting's debits equal its credits"),
-		negative.check("no_negative_balance", "available and held never below zero"),
+		negative.check("no_negative_balance", "available, held and owed never below zero"),
 	}
 	if rm != nil {
 		rep.Checks = append(rep.Checks, compare(snap, at)...)
@@ -256,11 +257,12 @@ func foldEvent(f *fold, accountID string, ev eventstore.Event, d account.Event, 
 		}
 		f.m.Available = f.m.Available.Add(tx.Effect(journal.Available(accountID)))
 		f.m.Held = f.m.Held.Add(tx.Effect(journal.Held(accountID)))
-		if f.m.Available.IsNegative() || f.m.Held.IsNegative() {
+		f.m.Owed = f.m.Owed.Sub(tx.Effect(journal.Receivable(accountID)))
+		if f.m.Available.IsNegative() || f.m.Held.IsNegative() || f.m.Owed.IsNegative() {
 			negative.add("account %s seq %d (%s): available %s, held %s", accountID, ev.Seq, ev.Type, f.m.Available, f.m.Held)
 		}
 		switch d.(type) {
-		case account.ToppedUp, account.TaskSucceeded, account.Adjusted:
+		case account.ToppedUp, account.TaskSucceeded, account.Adjusted, account.Refunded:
 			b := f.m.Available.Add(f.m.Held)
 			f.m.StatementBalance = &b
 		}
@@ -291,7 +293,13 @@ func compare(snap Snapshot, at map[string]map[string]AccountModel) []Check {
 		get              func(AccountModel) string
 	}
 	fields := []field{
-		{"accounts", "wallets", func(m AccountModel) string { return m.Available.String() + "/" + m.Held.String() }},
+		{"accounts", "wallets", func(m AccountModel) string {
+			s := m.Available.String() + "/" + m.Held.String()
+			if !m.Owed.IsZero() {
+				s += " owing " + m.Owed.String()
+			}
+			return s
+		}},
 		{"statement", "statement", func(m AccountModel) string {
 			if m.StatementBalance == nil {
 				return "none"
