@@ -412,3 +412,31 @@ func TestStripeRefunds(t *testing.T) {
 	}
 	verified(t, e.admin)
 }
+
+// TestStripeSecretsStayOut: neither Stripe secret appears in the logs, the
+// events or the read models, whatever path a request took.
+func TestStripeSecretsStayOut(t *testing.T) {
+	f := newFakeStripe(t)
+	var logs syncBuffer
+	a := startAppWithLog(t, testConfigTB(t, testDir(t), map[string]string{"STRIPE_SECRET_KEY": testStripeKey,
+		"STRIPE_WEBHOOK_SECRET": testStripeSecret, "LEDGER_STRIPE_API_URL": f.srv.URL}), &logs)
+	defer stopApp(t, a)
+	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
+	cust, acc := customer(t, admin, "sec@example.com", "api")
+	newKey(t, cust, map[string]any{"name": "k"})
+	e := stripeEnv{chargingEnv: chargingEnv{a: a, admin: admin, cust: cust, acc: acc, anon: client{t: t, base: a.URL()}}, stripe: f}
+	if r := cust.do("POST", "/api/v1/wallet/checkout", map[string]any{"amount": "10.00"}); r.Status != 200 {
+		t.Fatalf("checkout: %d %s", r.Status, r.Raw)
+	}
+	if r := cust.do("POST", "/api/v1/wallet/checkout", map[string]any{"amount": "13.13"}); r.Status != 502 {
+		t.Fatalf("refused checkout: %d %s", r.Status, r.Raw)
+	}
+	paid := sessionEvent("evt_s", "checkout.session.completed", "cs_s", acc, 1000, "usd", "paid", "pi_s")
+	if r := e.deliver(paid, "whsec_wrong", time.Now()); r.Status != 400 {
+		t.Fatalf("bad signature: %d", r.Status)
+	}
+	e.deliverOK(paid)
+	e.deliverOK(refundEvent("evt_r", "ch_s", "pi_s", 500))
+	verified(t, admin)
+	scanForSecrets(t, a, logs.String(), []string{testStripeKey, testStripeSecret})
+}
