@@ -39,6 +39,11 @@ func AccountCodec() *codec.Codec[account.Event] {
 	codec.Register[account.Event, account.GrantExpired](c, 1)
 	codec.Register[account.Event, account.Subscribed](c, 1)
 	codec.Register[account.Event, account.SubscriptionLapsed](c, 1)
+	codec.Register[account.Event, account.Refunded](c, 1)
+	codec.Register[account.Event, account.NotificationsSet](c, 1)
+	codec.Register[account.Event, account.LowBalanceCrossed](c, 1)
+	codec.Register[account.Event, account.LowBalanceRearmed](c, 1)
+	codec.Register[account.Event, account.NotificationAttempted](c, 1)
 	return c
 }
 

@@ -61,6 +61,14 @@ var accountSamples = []account.Event{
 		Transaction: journal.Move(journal.Available("acc_01"), journal.PlatformRevenue, money.MustParse("20.00"))},
 	account.SubscriptionLapsed{Plan: account.PlanPro, Fee: money.MustParse("20.00"), PeriodEnd: time.Date(2026, 12, 23, 12, 0, 0, 0, time.UTC),
 		Reason: "the monthly fee of 20.00 is more than the available paid balance"},
+	account.Refunded{RefundID: "rfd_01", TopUpID: "top_01", Reference: "cs_test_1", ChargeID: "ch_1", Amount: money.MustParse("25.00"),
+		RefundedTotal: money.MustParse("25.00"), Covered: money.MustParse("20.00"), Owed: money.MustParse("5.00"),
+		Transaction: journal.Transaction{{Account: journal.PlatformCash, Credit: money.MustParse("25.00")},
+			{Account: journal.Available("acc_01"), Debit: money.MustParse("20.00")}, {Account: journal.Receivable("acc_01"), Debit: money.MustParse("5.00")}}},
+	account.NotificationsSet{LowBalanceThreshold: ptr(money.MustParse("5.00")), WebhookURL: "https://example.com/alerts", Armed: true},
+	account.LowBalanceCrossed{AlertID: "lba_01", Threshold: money.MustParse("5.00"), Available: money.MustParse("4.20"), Currency: money.USD, WebhookURL: "https://example.com/alerts"},
+	account.LowBalanceRearmed{Threshold: money.MustParse("5.00"), Available: money.MustParse("30.00")},
+	account.NotificationAttempted{AlertID: "lba_01", Attempt: 1, Status: 503, Error: "HTTP 503", NextAttemptAt: ptr(time.Date(2026, 11, 23, 12, 1, 0, 0, time.UTC))},
 }
 
 var planSamples = []plan.Event{

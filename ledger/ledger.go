@@ -84,6 +84,9 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 		Type: TypeAccount, Store: store, Codec: AccountCodec(), New: account.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
 		OnCommit: cfg.OnCommit,
+		Then: func(a *account.Account, evs []account.Event) []account.Event {
+			return a.LowBalanceEvents(evs, l.ids.New)
+		},
 	})
 	l.users = aggregates.New(aggregates.Config[*user.User, user.Event]{
 		Type: TypeUser, Store: store, Codec: UserCodec(), New: user.New,
@@ -304,6 +307,7 @@ type Wallet struct {
 	Available money.Amount // paid money and credits, less held
 	Held      money.Amount
 	Credits   money.Amount // unexpired grants, held part included
+	Owed      money.Amount // after refunds of spent top-ups; calls are refused while positive
 }
 
 // RegisterStaff creates an admin or finance user.
@@ -391,7 +395,7 @@ func (l *Ledger) Account(ctx context.Context, id string) (AccountView, Wallet, e
 	err := l.accounts.Read(ctx, id, func(a *account.Account) {
 		if found = a.Exists(); found {
 			view = viewOf(a)
-			w = Wallet{Currency: a.Currency(), Available: a.Available(), Held: a.Held(), Credits: a.Credits()}
+			w = Wallet{Currency: a.Currency(), Available: a.Available(), Held: a.Held(), Credits: a.Credits(), Owed: a.Owed()}
 		}
 	})
 	if err != nil {

@@ -54,6 +54,7 @@ type WalletRow struct {
 	// Grants' money, spendable and reserved, apart from paid money.
 	Credits     decimal.Decimal `bun:"credits,type:numeric(20,2)"`
 	HeldCredits decimal.Decimal `bun:"held_credits,type:numeric(20,2)"`
+	Owed        decimal.Decimal `bun:"owed,type:numeric(20,2)"` // after refunds of spent top-ups
 	UpdatedAt   time.Time       `bun:"updated_at"`
 	Version     uint64          `bun:"version"`
 }
@@ -65,6 +66,7 @@ type TopUpRow struct {
 	AccountID     string          `bun:"account_id"`
 	Amount        decimal.Decimal `bun:"amount,type:numeric(20,2)"`
 	Reference     string          `bun:"reference"`
+	PaymentIntent string          `bun:"payment_intent,nullzero"` // Stripe top-ups
 	Actor         string          `bun:"actor"`
 	CreatedAt     time.Time       `bun:"created_at"`
 	StreamSeq     uint64          `bun:"stream_seq"`
@@ -136,6 +138,7 @@ type accountChange struct {
 	held    decimal.Decimal
 	credits decimal.Decimal
 	heldCr  decimal.Decimal
+	owed    decimal.Decimal
 	moved   bool
 	// sub is the subscription after the batch, when the batch changed it
 	// (subEnded: it ended).
@@ -201,7 +204,7 @@ func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstor
 				ch.status = string(e.Status)
 			case account.ToppedUp:
 				topUps = append(topUps, TopUpRow{ID: e.TopUpID, AccountID: id, Amount: e.Amount.Decimal(),
-					Reference: e.Reference, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
+					Reference: e.Reference, PaymentIntent: e.PaymentIntent, Actor: ev.Actor, CreatedAt: ev.OccurredAt, StreamSeq: c.StreamSeq})
 				ch.add(id, e.Transaction)
 				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
 			case account.CreditsGranted:
@@ -288,6 +291,7 @@ func (ch *accountChange) add(id string, tx journal.Transaction) {
 	ch.held = ch.held.Add(tx.Effect(journal.Held(id)).Decimal())
 	ch.credits = ch.credits.Add(tx.Effect(journal.Credits(id)).Decimal())
 	ch.heldCr = ch.heldCr.Add(tx.Effect(journal.HeldCredits(id)).Decimal())
+	ch.owed = ch.owed.Sub(tx.Effect(journal.Receivable(id)).Decimal())
 	ch.moved = true
 }
 
@@ -298,7 +302,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	var versions []int64
 	var ats []time.Time
 	var wIDs []string
-	var wAvail, wHeld, wCredits, wHeldCr []decimal.Decimal
+	var wAvail, wHeld, wCredits, wHeldCr, wOwed []decimal.Decimal
 	var wVersions []int64
 	var wAts []time.Time
 	for _, id := range order {
@@ -318,7 +322,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			}
 			opened = append(opened, row)
 			wallets = append(wallets, WalletRow{AccountID: id, Currency: row.Currency, Available: ch.avail, Held: ch.held,
-				Credits: ch.credits, HeldCredits: ch.heldCr, UpdatedAt: ch.walletAt, Version: ch.walletVersion})
+				Credits: ch.credits, HeldCredits: ch.heldCr, Owed: ch.owed, UpdatedAt: ch.walletAt, Version: ch.walletVersion})
 			if out != nil {
 				out.Wallets = append(out.Wallets, WalletChange{Seq: ch.walletSeq, AccountID: id, Currency: row.Currency,
 					Available: ch.avail, Held: ch.held, Credits: ch.credits, HeldCredits: ch.heldCr, HeldDelta: ch.held.Add(ch.heldCr)})
@@ -336,6 +340,7 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			wHeld = append(wHeld, ch.held)
 			wCredits = append(wCredits, ch.credits)
 			wHeldCr = append(wHeldCr, ch.heldCr)
+			wOwed = append(wOwed, ch.owed)
 			wVersions = append(wVersions, int64(ch.walletVersion))
 			wAts = append(wAts, ch.walletAt)
 		}
@@ -364,14 +369,14 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	}
 	if len(wIDs) > 0 {
 		q := tx.NewRaw(`UPDATE wallets w SET
-			available = w.available + d.available, held = w.held + d.held,
+			available = w.available + d.available, held = w.held + d.held, owed = w.owed + d.owed,
 			credits = w.credits + d.credits, held_credits = w.held_credits + d.held_credits,
 			version = d.version, updated_at = d.at
-			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[])
-				AS d(id, available, held, credits, held_credits, version, at)
+			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[])
+				AS d(id, available, held, owed, credits, held_credits, version, at)
 			WHERE w.account_id = d.id`+returningWallets(out),
 			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
-			pgdialect.Array(decimalStrings(wCredits)), pgdialect.Array(decimalStrings(wHeldCr)),
+			pgdialect.Array(decimalStrings(wOwed)), pgdialect.Array(decimalStrings(wCredits)), pgdialect.Array(decimalStrings(wHeldCr)),
 			pgdialect.Array(wVersions), pgdialect.Array(wAts))
 		var err error
 		if out == nil {

@@ -104,7 +104,24 @@ func goldenHistory(t *testing.T, store eventstore.Store) {
 	appendAcc(account.GrantExpired{GrantID: "grt_1", Amount: m("1.20"), ExpiresAt: g0.Add(2 * time.Hour),
 		Transaction: journal.Move(journal.Credits(acc), journal.PlatformPromotions, m("1.20"))})
 	appendAcc(account.PlanChanged{Plan: account.PlanPro, Previous: account.PlanAPI}, account.KeyRevoked{KeyID: "key_1", Hash: k})
+	// Stripe: a paid top-up, a refund that outruns the balance (owed),
+	// a low-balance alert and its delivery.
+	appendAcc(account.NotificationsSet{LowBalanceThreshold: ptr(m("5.00")), WebhookURL: "https://example.com/alerts", Armed: true})
+	appendAcc(account.ToppedUp{TopUpID: "top_2", Amount: m("12.00"), Reference: "cs_1", PaymentIntent: "pi_1",
+		Transaction: journal.Move(journal.PlatformCash, journal.Available(acc), m("12.00"))})
+	appendAcc(account.Adjusted{AdjustmentID: "adj_2", Amount: m("-10.00"), Reason: "spent",
+		Transaction: journal.Move(journal.Available(acc), journal.PlatformAdjustments, m("10.00"))})
+	appendAcc(account.Refunded{RefundID: "rfd_1", TopUpID: "top_2", Reference: "cs_1", ChargeID: "ch_1", Amount: m("12.00"),
+		RefundedTotal: m("12.00"), Covered: m("9.40"), Owed: m("2.60"), Transaction: journal.Transaction{
+			{Account: journal.PlatformCash, Credit: m("12.00")}, {Account: journal.Available(acc), Debit: m("9.40")},
+			{Account: journal.Receivable(acc), Debit: m("2.60")}}},
+		account.LowBalanceCrossed{AlertID: "lba_1", Threshold: m("5.00"), Available: m("0.00"), Currency: money.USD, WebhookURL: "https://example.com/alerts"})
+	next := g0.Add(time.Hour)
+	appendAcc(account.NotificationAttempted{AlertID: "lba_1", Attempt: 1, Status: 500, Error: "HTTP 500", NextAttemptAt: &next})
+	appendAcc(account.NotificationAttempted{AlertID: "lba_1", Attempt: 2, Status: 200, Delivered: true})
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // dump reads every read-model table as sorted JSON rows, without the
 // columns that record when rows were written rather than what happened.
@@ -142,7 +159,7 @@ func projectAll(t *testing.T, js jetstream.JetStream, store *eventstore.JetStrea
 	}
 	cfg := RunnerConfig{DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
 		Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient, MaxBatch: maxBatch}
-	for _, p := range []Projection{NewAccounts(), NewUsers(), NewTasks(), NewUsage(), NewStatement()} {
+	for _, p := range []Projection{NewAccounts(), NewUsers(), NewTasks(), NewUsage(), NewStatement(), NewAlerts()} {
 		if err := NewRunner(cfg, p).CatchUp(ctx, head, func(uint64, uint64) {}); err != nil {
 			t.Fatalf("%s: %v", p.Name(), err)
 		}

@@ -135,6 +135,34 @@ func (r *Reader) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]
 	return rows, err
 }
 
+// DueAlerts returns low-balance alerts whose delivery is due.
+func (r *Reader) DueAlerts(ctx context.Context, now time.Time, limit int) ([]AlertRow, error) {
+	var rows []AlertRow
+	err := r.db.NewSelect().Model(&rows).Where("status = 'pending' AND next_attempt_at <= ?", now).
+		Order("next_attempt_at").Limit(int64(limit)).Scan(ctx)
+	return rows, err
+}
+
+// Alerts returns an account's latest low-balance alerts, newest first.
+func (r *Reader) Alerts(ctx context.Context, accountID string, limit int) ([]AlertRow, error) {
+	var rows []AlertRow
+	err := r.db.NewSelect().Model(&rows).Where("account_id = ?", accountID).
+		Order("created_at DESC", "id DESC").Limit(int64(limit)).Scan(ctx)
+	return rows, err
+}
+
+// AccountByPaymentIntent returns the account whose top-up a card payment
+// paid.
+func (r *Reader) AccountByPaymentIntent(ctx context.Context, paymentIntent string) (string, error) {
+	var id string
+	err := r.db.NewSelect().Model((*TopUpRow)(nil)).Column("account_id").Where("payment_intent = ?", paymentIntent).
+		Limit(1).Scan(ctx, &id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return id, err
+}
+
 // Entries returns an account's statement, newest first, before seq
 // (0: from the newest). Keyset paging on seq keeps pages stable while
 // new lines arrive.
@@ -220,6 +248,7 @@ func (r *Reader) Snapshot(ctx context.Context, accountID string) (audit.Snapshot
 			m.Held, _ = money.FromDecimal(w.Held)
 			m.Credits, _ = money.FromDecimal(w.Credits)
 			m.HeldCred, _ = money.FromDecimal(w.HeldCredits)
+			m.Owed, _ = money.FromDecimal(w.Owed)
 			snap.Accounts[w.AccountID] = m
 		}
 		var heads []struct {

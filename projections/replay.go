@@ -26,7 +26,7 @@ var ReadModelTables = []struct {
 	{"accounts", nil}, {"wallets", nil}, {"topups", nil}, {"grants", nil}, {"users", nil},
 	{"api_keys", []string{"last_used_at"}}, {"tasks", nil},
 	{"usage_minute", nil}, {"usage_hour", nil}, {"usage_day", nil}, {"key_usage_month", nil},
-	{"usage_open_tasks", nil}, {"wallet_entries", nil},
+	{"usage_open_tasks", nil}, {"wallet_entries", nil}, {"low_balance_alerts", nil},
 	{"projection_positions", []string{"updated_at"}},
 }
 

@@ -35,7 +35,7 @@ func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount
 // Wants implements Filter.
 func (*Statement) Wants(t string) bool {
 	switch t {
-	case account.EventToppedUp, account.EventTaskSucceeded, account.EventAdjusted,
+	case account.EventToppedUp, account.EventTaskSucceeded, account.EventAdjusted, account.EventRefunded,
 		account.EventCreditsGranted, account.EventGrantExpired, account.EventTaskFailed, account.EventSubscribed:
 		return true
 	}
@@ -91,12 +91,16 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			case account.Subscribed:
 				row.ID, row.Type = string(e.Plan), "subscription"
 				row.Reference = e.PeriodStart.UTC().Format(time.RFC3339) + "/" + e.PeriodEnd.UTC().Format(time.RFC3339)
+			case account.Refunded:
+				// The line is what left the balance; a part the balance
+				// did not cover is owed, not a line.
+				row.ID, row.Type, row.Reference = e.RefundID, "refund", e.ChargeID
 			}
 			tx := d.(account.Moving).Postings()
 			row.Amount = tx.Effect(journal.Available(id)).Add(tx.Effect(journal.Held(id))).Decimal()
 			row.Credits = tx.Effect(journal.Credits(id)).Add(tx.Effect(journal.HeldCredits(id))).Decimal()
-			if row.Amount.IsZero() && row.Credits.IsZero() && row.Type != "charge" {
-				continue // a release, or an expiry with nothing left
+			if row.Amount.IsZero() && row.Credits.IsZero() && row.Type != "charge" && row.Type != "refund" {
+				continue // a release, or an expiry with nothing left (a refund is a line even when all of it is owed)
 			}
 			rows = append(rows, row)
 			accounts[id] = true

@@ -310,7 +310,13 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 		Due: dueCallbacks(a.reader), Record: a.Ledger.RecordCallback, Secret: secrets,
 		Log: a.log.With("component", "callbacks"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
 	}
-	a.wg.Add(5)
+	// Low-balance alerts go out like callbacks: same signing, retries and
+	// address policy, from their own read model, on one instance.
+	alerts := &callbacks.Dispatcher{
+		Due: dueAlerts(a.reader), Record: a.recordAlert, Secret: secrets,
+		Log: a.log.With("component", "alerts"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
+	}
+	a.wg.Add(6)
 	go func() {
 		defer a.wg.Done()
 		hb.run(ctx, a.instance, func(err error) { a.log.Warn("heartbeat", "err", err) })
@@ -319,6 +325,7 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 	go func() { defer a.wg.Done(); a.leading(ctx, "callbacks", dispatcher.Run) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "grants", a.expireGrants) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "renewals", a.renewSubscriptions) }()
+	go func() { defer a.wg.Done(); a.leading(ctx, "alerts", alerts.Run) }()
 	return nil
 }
 
@@ -342,7 +349,17 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return err
 	}
+	stripeClient, err := a.stripeClient()
+	if err != nil {
+		return err
+	}
+	var payments httpapi.Payments
+	if stripeClient != nil {
+		payments = stripeClient
+	}
 	api = httpapi.New(httpapi.Config{
+		SelfServe: a.Ledger, Payments: payments, FindPayment: a.findPayment,
+		OpenSignup: a.cfg.OpenSignup, SignupsPerHour: a.cfg.SignupsPerHour,
 		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
 		Tasks: a.Runner, Timing: a.timing, Idempotency: idem, WebhookSecret: a.webhookSecret,
 		Finance: finance{store: a.store, js: js, reader: a.reader}, Replay: a.Replayer,
@@ -501,7 +518,7 @@ func (a *App) providerStates() []live.Provider {
 // allProjections returns a fresh instance of every read model.
 func allProjections() []projections.Projection {
 	return []projections.Projection{projections.NewAccounts(), projections.NewUsers(), projections.NewTasks(),
-		projections.NewUsage(), projections.NewStatement()}
+		projections.NewUsage(), projections.NewStatement(), projections.NewAlerts()}
 }
 
 // redactSecrets drops a one-time key secret from a response before the

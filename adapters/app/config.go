@@ -64,9 +64,26 @@ type Config struct {
 	StreamBuffer       int
 	StreamReplay       int
 	StreamWriteTimeout time.Duration
+	// Stripe: enabled when both secrets are set.
+	StripeSecretKey     string
+	StripeWebhookSecret string
+	StripeAPIURL        string
+	StripeSuccessURL    string
+	StripeCancelURL     string
+	// Self-serve signup.
+	OpenSignup     bool
+	SignupsPerHour int
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
 }
+
+func (c Config) stripeEnabled() bool { return c.StripeSecretKey != "" && c.StripeWebhookSecret != "" }
+
+// zeroDecimal are the currencies Stripe counts in whole units, not cents;
+// ledgerd's amounts always have two decimals, so it does not take them.
+var zeroDecimal = map[string]bool{"BIF": true, "CLP": true, "DJF": true, "GNF": true, "JPY": true, "KMF": true,
+	"KRW": true, "MGA": true, "PYG": true, "RWF": true, "UGX": true, "VND": true, "VUV": true, "XAF": true,
+	"XOF": true, "XPF": true}
 
 func (c Config) timing() tasks.Timing {
 	return tasks.Timing{Timeout: c.Timeouts, HoldTTL: c.HoldTTLs}
@@ -176,11 +193,32 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.CopyOutputs, err = boolVar(get("LEDGER_COPY_OUTPUTS", "false"), "LEDGER_COPY_OUTPUTS"); err != nil {
 		return c, err
 	}
+	c.StripeSecretKey, c.StripeWebhookSecret = strings.TrimSpace(getenv("STRIPE_SECRET_KEY")), strings.TrimSpace(getenv("STRIPE_WEBHOOK_SECRET"))
+	c.StripeAPIURL = get("LEDGER_STRIPE_API_URL", "")
+	c.StripeSuccessURL, c.StripeCancelURL = get("LEDGER_STRIPE_SUCCESS_URL", ""), get("LEDGER_STRIPE_CANCEL_URL", "")
+	if (c.StripeSecretKey == "") != (c.StripeWebhookSecret == "") {
+		return c, fmt.Errorf("set both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET, or neither")
+	}
+	for name, u := range map[string]string{"LEDGER_STRIPE_API_URL": c.StripeAPIURL, "LEDGER_STRIPE_SUCCESS_URL": c.StripeSuccessURL,
+		"LEDGER_STRIPE_CANCEL_URL": c.StripeCancelURL} {
+		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return c, fmt.Errorf("%s %q: want an http(s) URL", name, u)
+		}
+	}
+	if c.OpenSignup, err = boolVar(get("LEDGER_OPEN_SIGNUP", "false"), "LEDGER_OPEN_SIGNUP"); err != nil {
+		return c, err
+	}
+	if c.SignupsPerHour, err = intVar(get("LEDGER_SIGNUP_RATE", "10"), "LEDGER_SIGNUP_RATE", 1, 1_000_000); err != nil {
+		return c, err
+	}
 	if c.SessionTTL, err = time.ParseDuration(get("LEDGER_SESSION_TTL", "15m")); err != nil || c.SessionTTL <= 0 {
 		return c, fmt.Errorf("LEDGER_SESSION_TTL: want a positive duration such as 15m")
 	}
 	if c.Currency, err = money.ParseCurrency(get("LEDGER_CURRENCY", "USD")); err != nil {
 		return c, fmt.Errorf("LEDGER_CURRENCY: %w", err)
+	}
+	if c.stripeEnabled() && zeroDecimal[string(c.Currency)] {
+		return c, fmt.Errorf("LEDGER_CURRENCY %s: Stripe counts it in whole units; ledgerd takes Stripe payments only in currencies with cents", c.Currency)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return c, fmt.Errorf("LEDGER_HTTP_ADDR %q: %w", c.HTTPAddr, err)

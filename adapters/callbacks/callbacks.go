@@ -24,11 +24,14 @@ import (
 
 // Due is a callback to deliver.
 type Due struct {
-	TaskID    string
+	TaskID    string // the task, or for an account event (Event set) the event's id
 	AccountID string
 	URL       string
 	Attempts  int    // made so far
 	Body      []byte // the task as GET /api/v1/tasks/{id} renders it
+	// Event, if set, makes this an account event such as
+	// wallet.low_balance rather than a task's callback.
+	Event string
 }
 
 // Dispatcher delivers due callbacks.
@@ -190,7 +193,12 @@ func (d *Dispatcher) post(ctx context.Context, c Due, attempt int) (int, error) 
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ledgerd-callbacks/1")
 	req.Header.Set("X-Ledger-Signature", Sign(d.Secret(c.AccountID), d.Now(), c.Body))
-	req.Header.Set("X-Ledger-Task-Id", c.TaskID)
+	if c.Event != "" {
+		req.Header.Set("X-Ledger-Event", c.Event)
+		req.Header.Set("X-Ledger-Delivery-Id", c.TaskID)
+	} else {
+		req.Header.Set("X-Ledger-Task-Id", c.TaskID)
+	}
 	req.Header.Set("X-Ledger-Delivery-Attempt", strconv.Itoa(attempt))
 	res, err := d.client.Do(req)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/adapters/idempotency"
+	"github.com/ledgerd/ledgerd/adapters/payments/stripe"
 	"github.com/ledgerd/ledgerd/adapters/session"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/pricing"
@@ -64,6 +65,9 @@ var errorTable = []struct {
 	{account.ErrReferenceReused, http.StatusConflict, "idempotency_conflict", "This reference was already used for a different top-up"},
 	{account.ErrClosed, http.StatusConflict, "account_closed", "The account is closed"},
 	{account.ErrInsufficientFunds, http.StatusPaymentRequired, "insufficient_balance", "Insufficient API balance"},
+	{account.ErrTopUpNotFound, http.StatusNotFound, "not_found", "Top-up not found"},
+	{account.ErrRefundTooLarge, http.StatusUnprocessableEntity, "validation_error", "The refunded amount exceeds the top-up"},
+	{stripe.ErrProvider, http.StatusBadGateway, "provider_error", "The payment provider failed to start the payment; nothing was charged"},
 	{account.ErrPlanRequired, http.StatusForbidden, "plan_required", "API access requires a paid plan"},
 	{account.ErrInactive, http.StatusForbidden, "forbidden", "The account is suspended"},
 	{account.ErrKeyInactive, http.StatusUnauthorized, "unauthorized", "Invalid or missing API key"},
@@ -96,6 +100,11 @@ func toAPIError(err error) (*apiError, bool) {
 		return &apiError{Status: http.StatusTooManyRequests, Code: "quota_exceeded",
 			Message:    "Monthly " + qe.Limit + " quota of this API key is used up",
 			RetryAfter: max(1, int(time.Until(qe.RetryAt).Seconds()+0.999))}, true
+	}
+	var de *account.DebtError
+	if errors.As(err, &de) {
+		return &apiError{Status: http.StatusPaymentRequired, Code: "insufficient_balance",
+			Message: "The account owes " + de.Owed.String() + " after a refund of a top-up; calls are refused until a top-up settles it"}, true
 	}
 	var verr *validation.Error
 	if errors.As(err, &verr) {

@@ -146,17 +146,20 @@ func checkPrompt(prompt string, verr *validation.Error) {
 // checkCallback accepts an absolute http(s) URL. Addresses on private
 // networks are refused at delivery time as well (a name can resolve
 // anywhere), unless the operator allows them.
-func checkCallback(raw string, verr *validation.Error) {
+func checkCallback(raw string, verr *validation.Error) { checkURL("callback_url", raw, verr) }
+
+// checkURL is checkCallback for any field ledgerd will POST to.
+func checkURL(field, raw string, verr *validation.Error) {
 	if raw == "" {
 		return
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(raw) > maxCallbackLen || u.User != nil {
-		verr.Add("callback_url", "must be an absolute http or https URL of at most 2048 characters, without credentials")
+		verr.Add(field, "must be an absolute http or https URL of at most 2048 characters, without credentials")
 		return
 	}
 	if _, _, err := net.SplitHostPort(u.Host); err != nil && strings.Contains(u.Host, ":") && !strings.HasPrefix(u.Host, "[") {
-		verr.Add("callback_url", "has an invalid host")
+		verr.Add(field, "has an invalid host")
 	}
 }
 

@@ -204,6 +204,9 @@ type walletOut struct {
 	// Credits is what unexpired grants hold (reserved part included);
 	// balance is paid money. available = balance + credits - held.
 	Credits money.Amount `json:"credits"`
+	// Owed is what a refund of already spent money left to pay; calls
+	// are refused while it is above zero.
+	Owed money.Amount `json:"owed"`
 }
 
 // readWallet reads the wallet from the read model once it shows this
@@ -219,11 +222,12 @@ func (s *Server) readWallet(ctx context.Context, w http.ResponseWriter, accountI
 	held, err2 := money.FromDecimal(row.Held)
 	credits, err3 := money.FromDecimal(row.Credits)
 	heldCredits, err4 := money.FromDecimal(row.HeldCredits)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	owed, err5 := money.FromDecimal(row.Owed)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return walletOut{}, err
 	}
 	return walletOut{Currency: row.Currency, Balance: avail.Add(held), Held: held.Add(heldCredits),
-		Available: avail.Add(credits), Credits: credits.Add(heldCredits)}, nil
+		Available: avail.Add(credits), Credits: credits.Add(heldCredits), Owed: owed}, nil
 }
 
 // readErr keeps "not found" and marks any other read failure as the

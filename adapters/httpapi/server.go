@@ -66,6 +66,7 @@ type Reads interface {
 	Entries(ctx context.Context, accountID string, before int64, limit int) ([]projections.EntryRow, error)
 	Usage(ctx context.Context, accountID, granularity, groupBy string, from, to time.Time) ([]projections.UsagePoint, error)
 	KeysUsage(ctx context.Context, accountID, month string) (map[string]projections.UsagePoint, error)
+	Alerts(ctx context.Context, accountID string, limit int) ([]projections.AlertRow, error)
 	Ping(ctx context.Context) error
 }
 
@@ -124,6 +125,16 @@ type Config struct {
 	// bounds one write to a stream client (default 10 s).
 	Streams            Streams
 	StreamWriteTimeout time.Duration
+	// SelfServe runs payments, refunds and alert settings; Payments is
+	// Stripe (nil: not configured, and its endpoints answer 503).
+	SelfServe SelfServe
+	Payments  Payments
+	// FindPayment names the account whose top-up a payment intent paid
+	// (projections.ErrNotFound if none).
+	FindPayment func(ctx context.Context, paymentIntent string) (string, error)
+	// OpenSignup enables POST /api/auth/signup, SignupsPerHour per address.
+	OpenSignup     bool
+	SignupsPerHour int
 }
 
 // Replayer rebuilds every read model from the first event.
@@ -157,6 +168,7 @@ type Server struct {
 	// stop when shutdown begins instead of holding it up.
 	streams    context.Context
 	endStreams context.CancelFunc
+	signups    *ipLimiter
 }
 
 // EndStreams ends every open stream; call it when shutdown begins.
@@ -182,7 +194,11 @@ func New(cfg Config) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
+	if cfg.SignupsPerHour <= 0 {
+		cfg.SignupsPerHour = 10
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry),
+		signups: newIPLimiter(cfg.SignupsPerHour)}
 	s.streams, s.endStreams = context.WithCancel(context.Background())
 	cfg.Registry.MustRegister(projectionCollector{cfg.Projections})
 	if cfg.Tasks != nil {
@@ -216,6 +232,12 @@ func (s *Server) routeTable() []route {
 		{"POST", "/api/webhooks/fal/{taskId}", orNotFound(s, s.cfg.FalWebhooks)},
 		// Sessions.
 		{"POST", "/api/auth/login", h(s.login)},
+		{"POST", "/api/auth/signup", h(s.signup)},
+		// Self-serve money.
+		{"POST", "/api/v1/wallet/checkout", s.account(apikey.ScopeKeys, s.checkout)},
+		{"POST", "/api/webhooks/stripe", h(s.stripeWebhook)},
+		{"GET", "/api/v1/notifications", s.account(apikey.ScopeKeys, s.getNotifications)},
+		{"PUT", "/api/v1/notifications", s.account(apikey.ScopeKeys, s.putNotifications)},
 		// Admin and finance.
 		{"POST", "/api/admin/accounts", s.staff(roleAdmin, s.createAccount)},
 		{"GET", "/api/admin/accounts/{id}", s.staff(roleReader, s.getAccount)},

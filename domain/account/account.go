@@ -60,6 +60,10 @@ type TopUp struct {
 	Amount    money.Amount
 	Reference string
 	Seq       uint64 // the account event that recorded it
+	// PaymentIntent is the card payment behind a Stripe top-up ("" for
+	// staff top-ups); Refunded, how much of it was refunded so far.
+	PaymentIntent string
+	Refunded      money.Amount
 }
 
 // Account is the aggregate. Its fields are unexported: state changes only
@@ -80,6 +84,10 @@ type Account struct {
 	heldCredits money.Amount // grants' money, reserved
 	grants      map[string]*Grant
 	sub         *Subscription
+	// receivable is what the customer owes after a refund of money
+	// already spent (see refund.go); while it is positive no call is
+	// accepted.
+	receivable money.Amount
 
 	topUps map[string]TopUp // by reference
 
@@ -90,6 +98,8 @@ type Account struct {
 	idem      map[string]idemEntry
 	idemOrder []string
 	usage     map[string]*keyUsage
+
+	alerts alertState // low-balance notifications (notify.go)
 
 	version uint64 // number of events applied
 }
@@ -152,7 +162,8 @@ func (a *Account) Apply(e Event) {
 	case StatusChanged:
 		a.status = e.Status
 	case ToppedUp:
-		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version}
+		a.topUps[e.Reference] = TopUp{ID: e.TopUpID, Amount: e.Amount, Reference: e.Reference, Seq: a.version,
+			PaymentIntent: e.PaymentIntent}
 		a.applyTransaction(e.Transaction)
 	case Adjusted:
 		a.applyTransaction(e.Transaction)
@@ -162,6 +173,10 @@ func (a *Account) Apply(e Event) {
 		a.applyTask(e)
 	case CreditsGranted, GrantExpired:
 		a.applyGrant(e)
+	case Refunded:
+		a.applyRefund(e)
+	case NotificationsSet, LowBalanceCrossed, LowBalanceRearmed, NotificationAttempted:
+		a.applyNotify(e)
 	}
 }
 
@@ -173,4 +188,5 @@ func (a *Account) applyTransaction(tx journal.Transaction) {
 	a.held = a.held.Add(tx.Effect(journal.Held(a.id)))
 	a.credits = a.credits.Add(tx.Effect(journal.Credits(a.id)))
 	a.heldCredits = a.heldCredits.Add(tx.Effect(journal.HeldCredits(a.id)))
+	a.receivable = a.receivable.Sub(tx.Effect(journal.Receivable(a.id)))
 }

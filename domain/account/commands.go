@@ -5,7 +5,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/validation"
 )
@@ -90,7 +89,7 @@ func (a *Account) TopUp(topUpID string, amount money.Amount, reference string) (
 		TopUpID:     topUpID,
 		Amount:      amount,
 		Reference:   reference,
-		Transaction: journal.Move(journal.PlatformCash, journal.Available(a.id), amount),
+		Transaction: a.topUpTransaction(amount),
 	}}, nil
 }
 

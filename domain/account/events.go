@@ -46,6 +46,10 @@ type ToppedUp struct {
 	Amount      money.Amount        `json:"amount"`
 	Reference   string              `json:"reference"`
 	Transaction journal.Transaction `json:"transaction"`
+	// PaymentIntent links a Stripe top-up to its card payment, so that a
+	// refund of the charge finds it. Optional: absent on staff top-ups
+	// and on events written before it existed.
+	PaymentIntent string `json:"payment_intent,omitempty"`
 }
 
 func (Opened) EventName() string        { return EventOpened }
@@ -64,3 +68,4 @@ func (e Adjusted) Postings() journal.Transaction      { return e.Transaction }
 func (e TaskRequested) Postings() journal.Transaction { return e.Transaction }
 func (e TaskSucceeded) Postings() journal.Transaction { return e.Transaction }
 func (e TaskFailed) Postings() journal.Transaction    { return e.Transaction }
+func (e Refunded) Postings() journal.Transaction      { return e.Transaction }

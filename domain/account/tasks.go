@@ -194,6 +194,9 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 			return nil, &QuotaError{Limit: "spend", RetryAt: nextMonth(now)}
 		}
 	}
+	if a.receivable.IsPositive() {
+		return nil, &DebtError{Owed: a.receivable}
+	}
 	// Grants due now expire in the same append, before the price is
 	// split between the grants left and paid money.
 	events := a.expireDue(now)

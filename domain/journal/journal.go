@@ -37,6 +37,11 @@ func Credits(accountID string) string { return "customer:" + accountID + ":credi
 // where it came from.
 func HeldCredits(accountID string) string { return "customer:" + accountID + ":held_credits" }
 
+// Receivable is what a customer owes the platform: a refund of a top-up
+// whose money was already spent. Unlike the wallet it is debit-normal (an
+// asset of the platform), so what is owed is minus its Effect.
+func Receivable(accountID string) string { return "customer:" + accountID + ":receivable" }
+
 // Line is one side of a posting: a debit or a credit to a book account.
 type Line struct {
 	Account string       `json:"account"`

@@ -65,6 +65,10 @@ type Config[S State[E], E codec.Named] struct {
 	// instance's in-memory views (the API-key index) then show a write
 	// before its caller hears of it.
 	OnCommit func(c eventstore.Commit)
+	// Then, if set, is given each accepted command's events with the state
+	// before them, and returns events that follow from them (a balance
+	// crossing an alert threshold), appended in the same commit.
+	Then func(state S, decided []E) []E
 }
 
 // Repo runs commands for one aggregate type.
@@ -299,6 +303,11 @@ func (r *Repo[S, E]) decideAll(e *entry[S, E], batch []*request[S, E]) (all []ev
 			req.err = err
 			rejected = true
 			continue
+		}
+		if r.cfg.Then != nil && len(evs) > 0 {
+			if more := r.cfg.Then(e.state, evs); len(more) > 0 {
+				evs = append(evs[:len(evs):len(evs)], more...)
+			}
 		}
 		for _, ev := range evs {
 			name, version, data, err := r.cfg.Codec.Encode(ev)

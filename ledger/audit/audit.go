@@ -89,6 +89,7 @@ type Report struct {
 type AccountModel struct {
 	Available, Held   money.Amount
 	Credits, HeldCred money.Amount
+	Owed              money.Amount  // the receivable left by refunds of spent top-ups
 	StatementBalance  *money.Amount // nil: no statement line yet
 	StatementCredits  money.Amount
 	Calls, Failures   int64
@@ -242,7 +243,7 @@ func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (R
 	rep.Checks = []Check{
 		chains.check("hash_chains", fmt.Sprintf("%d aggregates, every event links to the one before", len(heads))),
 		balanced.check("transactions_balanced", "every posting's debits equal its credits"),
-		negative.check("no_negative_balance", "available and held never below zero"),
+		negative.check("no_negative_balance", "available, held and owed never below zero"),
 	}
 	if rm != nil {
 		rep.Checks = append(rep.Checks, compare(snap, at)...)
@@ -266,15 +267,16 @@ func foldEvent(f *fold, accountID string, ev eventstore.Event, d account.Event, 
 		f.m.Held = f.m.Held.Add(tx.Effect(journal.Held(accountID)))
 		f.m.Credits = f.m.Credits.Add(tx.Effect(journal.Credits(accountID)))
 		f.m.HeldCred = f.m.HeldCred.Add(tx.Effect(journal.HeldCredits(accountID)))
-		if f.m.Available.IsNegative() || f.m.Held.IsNegative() || f.m.Credits.IsNegative() || f.m.HeldCred.IsNegative() {
-			negative.add("account %s seq %d (%s): available %s, held %s, credits %s, held credits %s",
-				accountID, ev.Seq, ev.Type, f.m.Available, f.m.Held, f.m.Credits, f.m.HeldCred)
+		f.m.Owed = f.m.Owed.Sub(tx.Effect(journal.Receivable(accountID)))
+		if f.m.Available.IsNegative() || f.m.Held.IsNegative() || f.m.Credits.IsNegative() || f.m.HeldCred.IsNegative() || f.m.Owed.IsNegative() {
+			negative.add("account %s seq %d (%s): available %s, held %s, credits %s, held credits %s, owed %s",
+				accountID, ev.Seq, ev.Type, f.m.Available, f.m.Held, f.m.Credits, f.m.HeldCred, f.m.Owed)
 		}
 		// The statement has a line for every movement of paid money or
 		// of grants (and for every charge).
 		line := false
 		switch d.(type) {
-		case account.TaskSucceeded:
+		case account.TaskSucceeded, account.Refunded:
 			line = true
 		case account.ToppedUp, account.Adjusted, account.CreditsGranted, account.GrantExpired, account.TaskFailed, account.Subscribed:
 			line = !paid.IsZero() || !granted.IsZero()
@@ -312,7 +314,11 @@ func compare(snap Snapshot, at map[string]map[string]AccountModel) []Check {
 	}
 	fields := []field{
 		{"accounts", "wallets", func(m AccountModel) string {
-			return m.Available.String() + "/" + m.Held.String() + " credits " + m.Credits.String() + "/" + m.HeldCred.String()
+			s := m.Available.String() + "/" + m.Held.String() + " credits " + m.Credits.String() + "/" + m.HeldCred.String()
+			if !m.Owed.IsZero() {
+				s += " owing " + m.Owed.String()
+			}
+			return s
 		}},
 		{"statement", "statement", func(m AccountModel) string {
 			if m.StatementBalance == nil {
