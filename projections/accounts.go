@@ -194,12 +194,20 @@ func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstor
 				if ch.sub == nil || ch.sub.Plan != e.Plan {
 					ch.sub, ch.subEnded = nil, true // ends a subscription to another plan
 				}
+				out.plan(PlanChange{Seq: c.StreamSeq, AccountID: id, Plan: string(e.Plan), Previous: string(e.Previous), Event: "changed"})
 			case account.Subscribed:
 				ch.sub, ch.subEnded = &e, false
 				ch.add(id, e.Transaction)
 				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
+				what := "subscribed"
+				if e.Renewal {
+					what = "renewed"
+				}
+				end := e.PeriodEnd
+				out.plan(PlanChange{Seq: c.StreamSeq, AccountID: id, Plan: string(e.Plan), Event: what, Fee: e.Fee.Decimal(), PeriodEnd: &end})
 			case account.SubscriptionLapsed:
 				ch.sub, ch.subEnded = nil, true
+				out.plan(PlanChange{Seq: c.StreamSeq, AccountID: id, Plan: string(e.Plan), Event: "lapsed", Fee: e.Fee.Decimal(), Reason: e.Reason})
 			case account.StatusChanged:
 				ch.status = string(e.Status)
 			case account.ToppedUp:
@@ -238,6 +246,12 @@ func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstor
 		return err
 	}
 	return writeKeys(ctx, tx, keys, keyUpdates)
+}
+
+func (c *Changes) plan(p PlanChange) {
+	if c != nil {
+		c.Plans = append(c.Plans, p)
+	}
 }
 
 func (c *Changes) key(seq uint64, accountID, keyID, action string) {

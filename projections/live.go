@@ -35,6 +35,21 @@ type Changes struct {
 	Usage    []UsageChange
 	Tasks    []TaskChange
 	Keys     []KeyChange
+	Plans    []PlanChange
+}
+
+// PlanChange is a change of an account's plan or subscription: Event is
+// changed (a staff change, or the drop to free after a lapse),
+// subscribed, renewed or lapsed.
+type PlanChange struct {
+	Seq       uint64
+	AccountID string
+	Plan      string
+	Previous  string
+	Event     string
+	Fee       decimal.Decimal
+	PeriodEnd *time.Time
+	Reason    string
 }
 
 // WalletChange is a wallet after the batch.

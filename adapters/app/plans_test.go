@@ -56,6 +56,11 @@ func TestPlansAndSubscription(t *testing.T) {
 		t.Fatal("a refused subscription appended events")
 	}
 	e.topUp("15.00", "more")
+	// The customer's live stream says so when the plan changes.
+	stream, status := openSSE(t, e.a.URL(), "/api/v1/usage/stream", e.cust.token)
+	if status != 200 {
+		t.Fatalf("stream: %d", status)
+	}
 	r = e.cust.do("POST", "/api/v1/subscription", map[string]any{"plan": "gold"})
 	if r.Status != 200 || r.Body["plan"] != "gold" || r.Body["active"] != true || r.Body["fee"] != "20.00" {
 		t.Fatalf("subscribe: %d %s", r.Status, r.Raw)
@@ -68,6 +73,19 @@ func TestPlansAndSubscription(t *testing.T) {
 	if w.Body["balance"] != "5.00" || w.Body["credits"] != "5.00" || w.Body["available"] != "10.00" {
 		t.Fatalf("wallet after subscribing: %s", w.Raw)
 	}
+	evs := until(t, stream.events, 0, 10*time.Second, func(ev streamEvent) bool {
+		return ev.Type == "wallet" && ev.str("credits") == "5.00"
+	})
+	var sawPlan bool
+	for _, ev := range evs {
+		if ev.Type == "plan" {
+			sawPlan = ev.str("event") == "subscribed" && ev.str("plan") == "gold" && ev.str("fee") == "20.00" && ev.str("period_end") == r.Body["period_end"]
+		}
+	}
+	if last := evs[len(evs)-1]; !sawPlan || last.str("balance") != "5.00" || last.str("available") != "10.00" {
+		t.Fatalf("stream after subscribing: %+v", evs)
+	}
+	stream.close()
 	if g := e.cust.do("GET", "/api/v1/subscription", nil); g.Body["plan"] != "gold" || g.Body["period_end"] != r.Body["period_end"] {
 		t.Fatalf("subscription: %s", g.Raw)
 	}

@@ -110,6 +110,7 @@ type item struct {
 	usage    *projections.UsageChange
 	task     *projections.TaskChange
 	key      *projections.KeyChange
+	plan     *projections.PlanChange
 }
 
 // totals are calls and spend in a UTC day and calendar month.
@@ -264,7 +265,10 @@ func (h *Hub) Applied(c projections.Changes) {
 		return
 	}
 	now := h.cfg.Now()
-	items := make([]item, 0, len(c.Wallets)+len(c.Usage)+len(c.Tasks)+len(c.Keys))
+	items := make([]item, 0, len(c.Wallets)+len(c.Usage)+len(c.Tasks)+len(c.Keys)+len(c.Plans))
+	for i := range c.Plans {
+		items = append(items, item{seq: c.Plans[i].Seq, plan: &c.Plans[i]})
+	}
 	for i := range c.Wallets {
 		items = append(items, item{seq: c.Wallets[i].Seq, wallet: &c.Wallets[i]})
 	}
@@ -395,6 +399,18 @@ func (h *Hub) emit(now time.Time, out []item) {
 		case it.key != nil:
 			m.Type, m.AccountID = "key", it.key.AccountID
 			m.data = keyData{AccountID: it.key.AccountID, KeyID: it.key.KeyID, Action: it.key.Action}
+		case it.plan != nil:
+			p := it.plan
+			d := planData{AccountID: p.AccountID, Plan: p.Plan, Previous: p.Previous, Event: p.Event, Reason: p.Reason}
+			if p.Event != "changed" {
+				fee := money(p.Fee)
+				d.Fee = &fee
+			}
+			if p.PeriodEnd != nil {
+				s := p.PeriodEnd.UTC().Format(time.RFC3339)
+				d.PeriodEnd = &s
+			}
+			m.Type, m.AccountID, m.data = "plan", p.AccountID, d
 		}
 		h.keep(m)
 		h.stats.Messages++

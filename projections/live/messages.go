@@ -137,6 +137,19 @@ type taskData struct {
 	CompletedAt *string `json:"completed_at"`
 }
 
+// planData says an account's plan or subscription changed: event is
+// subscribed, renewed, lapsed (the renewal could not be paid; a changed
+// message to free follows) or changed.
+type planData struct {
+	AccountID string  `json:"account_id"`
+	Plan      string  `json:"plan"`
+	Previous  string  `json:"previous,omitempty"`
+	Event     string  `json:"event"`
+	Fee       *money  `json:"fee,omitempty"`
+	PeriodEnd *string `json:"period_end,omitempty"`
+	Reason    string  `json:"reason,omitempty"`
+}
+
 type keyData struct {
 	AccountID string `json:"account_id"`
 	KeyID     string `json:"key_id"`
