@@ -372,9 +372,10 @@
     flash($("available"), money(w.available));
     $("credits-box").hidden = w.credits === undefined;
     if (w.credits !== undefined) flash($("credits"), money(w.credits));
-    // The statement changes only when the balance does.
-    if (lastBalance !== null && w.balance !== lastBalance) reloadEntries();
-    lastBalance = w.balance;
+    // The statement changes only when paid money or grants do.
+    const mark = w.balance + "/" + (w.credits || "");
+    if (lastBalance !== null && mark !== lastBalance) reloadEntries();
+    lastBalance = mark;
   }
 
   // loadTotals reads today's and this month's totals from the usage read
