@@ -2,57 +2,27 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
-	"sync"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/plan"
 	"github.com/ledgerd/ledgerd/domain/validation"
-	"github.com/ledgerd/ledgerd/ledger/codec"
-	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/ledger/ids"
 )
 
-// planList is the in-memory set of plan definitions, kept like the price
-// list: loaded at start, updated by this instance's changes before they
-// are answered and by other instances' from the stream.
-type planList struct {
-	mu      sync.RWMutex
-	plans   map[string]plan.Plan
-	version map[string]uint64
-	codec   *codec.Codec[plan.Event]
-}
+// planList is the plans, kept like the price list.
+type planList = catalog[plan.Event, plan.Plan]
 
 func newPlanList() *planList {
-	return &planList{plans: map[string]plan.Plan{}, version: map[string]uint64{}, codec: PlanCodec()}
-}
-
-func (p *planList) applyCommit(c eventstore.Commit) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, ev := range c.Events {
-		if ev.Seq <= p.version[c.Aggregate.ID] {
-			continue
-		}
-		d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
-		if err != nil {
-			return fmt.Errorf("plans: %s seq %d: %w", c.Aggregate, ev.Seq, err)
-		}
-		if s, ok := d.(plan.Set); ok {
-			p.plans[c.Aggregate.ID] = s.Plan
-		}
-		p.version[c.Aggregate.ID] = ev.Seq
-	}
-	return nil
+	return newCatalog("plans", TypePlan, PlanCodec(), func(e plan.Event) (plan.Plan, bool) {
+		s, ok := e.(plan.Set)
+		return s.Plan, ok
+	})
 }
 
 // Plan returns a plan's current definition.
 func (l *Ledger) Plan(name string) (plan.Plan, error) {
-	l.plans.mu.RLock()
-	defer l.plans.mu.RUnlock()
-	p, ok := l.plans.plans[name]
+	p, ok := l.plans.get(name)
 	if !ok {
 		return plan.Plan{}, plan.ErrUnknown
 	}
@@ -60,16 +30,7 @@ func (l *Ledger) Plan(name string) (plan.Plan, error) {
 }
 
 // Plans returns every plan, by name.
-func (l *Ledger) Plans() []plan.Plan {
-	l.plans.mu.RLock()
-	out := make([]plan.Plan, 0, len(l.plans.plans))
-	for _, p := range l.plans.plans {
-		out = append(out, p)
-	}
-	l.plans.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
+func (l *Ledger) Plans() []plan.Plan { return l.plans.all() }
 
 // PlanAPIAccess says whether keys of an account on the plan may generate.
 // A plan no longer defined falls back to the built-in rule.
@@ -111,22 +72,7 @@ func (l *Ledger) checkPlan(name account.Plan) error {
 }
 
 // LoadPlans reads the plan definitions from their events.
-func (l *Ledger) LoadPlans(ctx context.Context) error {
-	tl, ok := l.store.(TypeLoader)
-	if !ok {
-		return errors.New("ledger: the event store cannot list the plans")
-	}
-	commits, err := tl.LoadType(ctx, TypePlan)
-	if err != nil {
-		return err
-	}
-	for _, c := range commits {
-		if err := l.plans.applyCommit(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (l *Ledger) LoadPlans(ctx context.Context) error { return l.plans.load(ctx, l.store) }
 
 // SetPlan defines or changes a plan; this instance sees the change before
 // this returns. Subscribers pay a new fee from their next renewal.

@@ -2,55 +2,24 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
-	"sync"
 
 	"github.com/ledgerd/ledgerd/domain/pricing"
-	"github.com/ledgerd/ledgerd/ledger/codec"
-	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
-// priceList is the in-memory price list every call is priced from. It is
-// loaded from the model aggregates at start, updated by this instance's
-// own changes before they are answered, and by other instances' changes
-// as they arrive on the stream.
-type priceList struct {
-	mu      sync.RWMutex
-	models  map[string]pricing.Model
-	version map[string]uint64 // model event seq applied, for idempotent re-application
-	codec   *codec.Codec[pricing.Event]
-}
+// priceList is the price list every call is priced from.
+type priceList = catalog[pricing.Event, pricing.Model]
 
 func newPriceList() *priceList {
-	return &priceList{models: map[string]pricing.Model{}, version: map[string]uint64{}, codec: ModelCodec()}
-}
-
-func (p *priceList) applyCommit(c eventstore.Commit) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, ev := range c.Events {
-		if ev.Seq <= p.version[c.Aggregate.ID] {
-			continue
-		}
-		d, err := p.codec.Decode(ev.Type, ev.Version, ev.Data)
-		if err != nil {
-			return fmt.Errorf("price list: %s seq %d: %w", c.Aggregate, ev.Seq, err)
-		}
-		if s, ok := d.(pricing.ModelSet); ok {
-			p.models[c.Aggregate.ID] = s.Model
-		}
-		p.version[c.Aggregate.ID] = ev.Seq
-	}
-	return nil
+	return newCatalog("price list", TypeModel, ModelCodec(), func(e pricing.Event) (pricing.Model, bool) {
+		s, ok := e.(pricing.ModelSet)
+		return s.Model, ok
+	})
 }
 
 // Model returns a model's current definition.
 func (l *Ledger) Model(name string) (pricing.Model, error) {
-	l.prices.mu.RLock()
-	defer l.prices.mu.RUnlock()
-	m, ok := l.prices.models[name]
+	m, ok := l.prices.get(name)
 	if !ok {
 		return pricing.Model{}, pricing.ErrUnknownModel
 	}
@@ -58,39 +27,10 @@ func (l *Ledger) Model(name string) (pricing.Model, error) {
 }
 
 // Models returns the price list, by name.
-func (l *Ledger) Models() []pricing.Model {
-	l.prices.mu.RLock()
-	out := make([]pricing.Model, 0, len(l.prices.models))
-	for _, m := range l.prices.models {
-		out = append(out, m)
-	}
-	l.prices.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// TypeLoader reads every aggregate of a type (the JetStream store does).
-type TypeLoader interface {
-	LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error)
-}
+func (l *Ledger) Models() []pricing.Model { return l.prices.all() }
 
 // LoadPrices reads the price list from its events.
-func (l *Ledger) LoadPrices(ctx context.Context) error {
-	tl, ok := l.store.(TypeLoader)
-	if !ok {
-		return errors.New("ledger: the event store cannot list the price list")
-	}
-	commits, err := tl.LoadType(ctx, TypeModel)
-	if err != nil {
-		return err
-	}
-	for _, c := range commits {
-		if err := l.prices.applyCommit(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (l *Ledger) LoadPrices(ctx context.Context) error { return l.prices.load(ctx, l.store) }
 
 // SetModel defines or changes a model. The price list on this instance
 // shows the change before this returns.

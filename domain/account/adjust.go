@@ -31,12 +31,7 @@ func (a *Account) Adjust(id string, amount money.Amount, reason string) ([]Event
 	if amount.IsZero() {
 		verr.Add("amount", "must not be zero")
 	}
-	switch r := strings.TrimSpace(reason); {
-	case r == "":
-		verr.Add("reason", "is required")
-	case utf8.RuneCountInString(reason) > 500:
-		verr.Add("reason", "must be at most 500 characters")
-	}
+	checkReason(&verr, reason)
 	if err := verr.Err(); err != nil {
 		return nil, err
 	}
@@ -51,4 +46,14 @@ func (a *Account) Adjust(id string, amount money.Amount, reason string) ([]Event
 		tx = journal.Move(journal.Available(a.id), journal.PlatformAdjustments, amount.Abs())
 	}
 	return []Event{Adjusted{AdjustmentID: id, Amount: amount, Reason: reason, Transaction: tx}}, nil
+}
+
+// checkReason: staff say why they move money, in at most 500 characters.
+func checkReason(verr *validation.Error, reason string) {
+	switch r := strings.TrimSpace(reason); {
+	case r == "":
+		verr.Add("reason", "is required")
+	case utf8.RuneCountInString(reason) > 500:
+		verr.Add("reason", "must be at most 500 characters")
+	}
 }

@@ -3,9 +3,7 @@ package account
 import (
 	"cmp"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
@@ -125,12 +123,7 @@ func (a *Account) GrantCredits(id string, amount money.Amount, expiresAt time.Ti
 	if !expiresAt.After(now) {
 		verr.Add("expires_at", "must be in the future")
 	}
-	switch r := strings.TrimSpace(reason); {
-	case r == "":
-		verr.Add("reason", "is required")
-	case utf8.RuneCountInString(reason) > 500:
-		verr.Add("reason", "must be at most 500 characters")
-	}
+	checkReason(&verr, reason)
 	if err := verr.Err(); err != nil {
 		return nil, err
 	}
