@@ -223,8 +223,8 @@ func (l *Ledger) CreateAccount(ctx context.Context, meta Meta, email, password s
 	if err != nil {
 		return AccountView{}, err
 	}
-	l.users.Observe(userID, seqs[0])
-	l.accounts.Observe(accID, seqs[1])
+	l.users.Created(userID, seqs[0])
+	l.accounts.Created(accID, seqs[1])
 	if l.cfg.OnCommit != nil {
 		ac.StreamSeq = seqs[1]
 		l.cfg.OnCommit(ac)

@@ -382,3 +382,21 @@ func TestAsyncTaskWithSignedCallback(t *testing.T) {
 		t.Fatal("no callback delivered")
 	}
 }
+
+// TestNewAccountReadsItsOwnWallet: an account created a moment ago is
+// readable at once by its owner (the read waits for the wallet read
+// model to show the creation instead of answering 404).
+func TestNewAccountReadsItsOwnWallet(t *testing.T) {
+	e := newChargingEnv(t, nil)
+	for i := range 15 {
+		email := fmt.Sprintf("fresh%d@example.com", i)
+		pw := "password-" + email
+		if r := e.admin.do("POST", "/api/admin/accounts", map[string]string{"email": email, "password": pw, "plan": "api"}); r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Raw)
+		}
+		c := client{t: t, base: e.a.URL()}.login(email, pw)
+		if w := c.do("GET", "/api/v1/wallet", nil); w.Status != 200 || w.Body["balance"] != "0.00" {
+			t.Fatalf("account %d: wallet right after creation: %d %s", i, w.Status, w.Raw)
+		}
+	}
+}

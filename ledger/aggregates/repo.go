@@ -469,7 +469,11 @@ func (r *Repo[S, E]) Observe(id string, streamSeq uint64) {
 	if !ok {
 		return
 	}
-	e := el.Value.(*entry[S, E])
+	el.Value.(*entry[S, E]).raiseObserved(streamSeq)
+}
+
+// raiseObserved lifts the highest stream sequence known for the entry.
+func (e *entry[S, E]) raiseObserved(streamSeq uint64) {
 	for {
 		cur := e.observed.Load()
 		if streamSeq <= cur || e.observed.CompareAndSwap(cur, streamSeq) {
@@ -477,6 +481,12 @@ func (r *Repo[S, E]) Observe(id string, streamSeq uint64) {
 		}
 	}
 }
+
+// Created records that this instance just appended id's first commit
+// at streamSeq (outside Execute, as NewCommit's callers do), so reads of
+// it wait for the read models to reach that point even though nothing of
+// it is cached yet.
+func (r *Repo[S, E]) Created(id string, streamSeq uint64) { r.entry(id).raiseObserved(streamSeq) }
 
 // NewCommit encodes events for a new aggregate (chained from its start),
 // for commits that must be appended atomically with other aggregates'.
