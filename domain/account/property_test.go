@@ -25,17 +25,18 @@ func FuzzAccountInvariants(f *testing.F) {
 	f.Add([]byte{0, 255, 1, 3, 1, 3, 4, 1, 6, 0, 2, 1, 3, 0, 5, 9})
 	f.Add([]byte{7, 90, 7, 200, 1, 1, 1, 2, 8, 5, 3, 0, 1, 5, 8, 20, 3, 1, 2, 0, 1, 4})
 	f.Add([]byte{0, 100, 9, 50, 1, 1, 10, 31, 1, 3, 10, 40, 9, 3, 2, 0})
+	f.Add([]byte{11, 80, 1, 1, 1, 2, 12, 80, 1, 3, 11, 81, 1, 4, 12, 200, 0, 50})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		a := New(accID)
 		a.Apply(opened())
 		spend := money.MustParse("4.00")
 		a.Apply(KeyCreated{KeyID: "k", Hash: apikey.Hash{1}, Scopes: apikey.DefaultScopes, Quota: apikey.Quota{Calls: 7, Spend: &spend}, RateLimit: 60})
 		clock := now
-		var folded struct{ avail, held, credits, heldCredits money.Amount }
+		var folded struct{ avail, held, credits, heldCredits, owed money.Amount }
 		var tasks []string
 		n := 0
 		for i := 0; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%11, int(ops[i+1])
+			op, arg := ops[i]%13, int(ops[i+1])
 			clock = clock.Add(time.Duration(arg) * time.Second)
 			before := fmt.Sprintf("%v|%v|%v|%d|%d|%d", a.Available(), a.Held(), a.Credits(), len(a.holds), len(a.grants), a.version)
 			var evs []Event
@@ -85,6 +86,10 @@ func FuzzAccountInvariants(f *testing.F) {
 			case 9:
 				evs, err = a.Subscribe(plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.FromCents(int64(arg) * 10),
 					IncludedCredits: money.FromCents(int64(arg%7) * 50)}, fmt.Sprintf("grt_s%d", i), clock)
+			case 11:
+				evs, err = a.TopUpPaid(fmt.Sprintf("top_p%d", i), money.FromCents(int64(arg)*25), fmt.Sprintf("cs_%d", arg%4), fmt.Sprintf("pi_%d", arg%4))
+			case 12:
+				evs, err = a.Refund(fmt.Sprintf("rfd_%d", i), fmt.Sprintf("cs_%d", arg%4), "ch", money.FromCents(int64(arg)*10))
 			case 10:
 				clock = clock.Add(time.Duration(arg) * 24 * time.Hour)
 				evs, err = a.RenewSubscription(plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.FromCents(int64(arg) * 20),
@@ -109,6 +114,7 @@ func FuzzAccountInvariants(f *testing.F) {
 					folded.held = folded.held.Add(tx.Effect(journal.Held(accID)))
 					folded.credits = folded.credits.Add(tx.Effect(journal.Credits(accID)))
 					folded.heldCredits = folded.heldCredits.Add(tx.Effect(journal.HeldCredits(accID)))
+					folded.owed = folded.owed.Sub(tx.Effect(journal.Receivable(accID)))
 				}
 				a.Apply(e)
 			}
@@ -132,7 +138,11 @@ func FuzzAccountInvariants(f *testing.F) {
 				t.Fatalf("op %d: held credits %s but holds drew %s from grants", op, a.heldCredits, drawn)
 			case !a.credits.Equal(left):
 				t.Fatalf("op %d: spendable credits %s but grants have %s left", op, a.credits, left)
-			case !a.available.Equal(folded.avail) || !a.held.Equal(folded.held) || !a.credits.Equal(folded.credits) || !a.heldCredits.Equal(folded.heldCredits):
+			case a.receivable.IsNegative():
+				t.Fatalf("op %d: owes %s", op, a.receivable)
+			case a.receivable.IsPositive() && len(evs) > 0 && isRequest(evs):
+				t.Fatalf("op %d: a call was accepted while the account owes %s", op, a.receivable)
+			case !a.available.Equal(folded.avail) || !a.held.Equal(folded.held) || !a.credits.Equal(folded.credits) || !a.heldCredits.Equal(folded.heldCredits) || !a.receivable.Equal(folded.owed):
 				t.Fatalf("op %d: wallet is not the fold of its postings", op)
 			}
 			calls, spent := a.KeyUsage("k", Month(clock))
@@ -141,4 +151,13 @@ func FuzzAccountInvariants(f *testing.F) {
 			}
 		}
 	})
+}
+
+func isRequest(evs []Event) bool {
+	for _, e := range evs {
+		if _, ok := e.(TaskRequested); ok {
+			return true
+		}
+	}
+	return false
 }
