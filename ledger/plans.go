@@ -128,7 +128,8 @@ func (l *Ledger) Subscribe(ctx context.Context, meta Meta, accountID, planName s
 	}
 	p, err := l.Plan(planName)
 	if err != nil {
-		return SubscriptionResult{}, l.checkPlan(account.Plan(planName))
+		// Only a defined plan can be paid for, built-in names included.
+		return SubscriptionResult{}, validation.Field("plan", fmt.Sprintf("%q is not a defined plan (GET /api/v1/plans)", planName))
 	}
 	grantID, now := l.ids.New("grt"), l.cfg.Now()
 	var res SubscriptionResult
