@@ -36,6 +36,9 @@ func (a *Account) Adjust(id string, amount money.Amount, reason string) ([]Event
 		verr.Add("reason", "is required")
 	case utf8.RuneCountInString(reason) > 500:
 		verr.Add("reason", "must be at most 500 characters")
+	case validation.TextProblem(reason) != "":
+		// A NUL in a reason would stop the read model that stores it.
+		verr.Add("reason", validation.TextProblem(reason))
 	}
 	if err := verr.Err(); err != nil {
 		return nil, err

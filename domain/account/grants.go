@@ -130,6 +130,9 @@ func (a *Account) GrantCredits(id string, amount money.Amount, expiresAt time.Ti
 		verr.Add("reason", "is required")
 	case utf8.RuneCountInString(reason) > 500:
 		verr.Add("reason", "must be at most 500 characters")
+	case validation.TextProblem(reason) != "":
+		// A NUL in a reason would stop the read model that stores it.
+		verr.Add("reason", validation.TextProblem(reason))
 	}
 	if err := verr.Err(); err != nil {
 		return nil, err
