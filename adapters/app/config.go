@@ -22,6 +22,13 @@ import (
 type Config struct {
 	HTTPAddr          string
 	PublicURL         string
+	// HTTP server deadlines: a client gets ReadHeaderTimeout to send its
+	// request line and headers and ReadTimeout for the whole request
+	// including the body, so slow (slowloris) clients are cut off;
+	// IdleTimeout closes kept-alive connections left unused.
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPIdleTimeout       time.Duration
 	DataDir           string
 	NATSURL           string // empty: embedded
 	NATSAddr          string // where the embedded server listens
@@ -182,6 +189,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.StreamWriteTimeout, err = durationVar(get("LEDGER_STREAM_WRITE_TIMEOUT", "10s"), "LEDGER_STREAM_WRITE_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPReadHeaderTimeout, err = durationVar(get("LEDGER_HTTP_READ_HEADER_TIMEOUT", "10s"), "LEDGER_HTTP_READ_HEADER_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPReadTimeout, err = durationVar(get("LEDGER_HTTP_READ_TIMEOUT", "30s"), "LEDGER_HTTP_READ_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPIdleTimeout, err = durationVar(get("LEDGER_HTTP_IDLE_TIMEOUT", "2m"), "LEDGER_HTTP_IDLE_TIMEOUT"); err != nil {
 		return c, err
 	}
 	c.FalKey, c.FalQueueURL = getenv("FAL_KEY"), get("LEDGER_FAL_QUEUE_URL", "https://queue.fal.run")
