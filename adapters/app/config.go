@@ -20,8 +20,8 @@ import (
 
 // Config is every setting, read from the environment (see README).
 type Config struct {
-	HTTPAddr          string
-	PublicURL         string
+	HTTPAddr  string
+	PublicURL string
 	// HTTP server deadlines: a client gets ReadHeaderTimeout to send its
 	// request line and headers and ReadTimeout for the whole request
 	// including the body, so slow (slowloris) clients are cut off;
@@ -29,27 +29,27 @@ type Config struct {
 	HTTPReadHeaderTimeout time.Duration
 	HTTPReadTimeout       time.Duration
 	HTTPIdleTimeout       time.Duration
-	DataDir           string
-	NATSURL           string // empty: embedded
-	NATSAddr          string // where the embedded server listens
-	DatabaseURL       string // empty: embedded
-	PGPort            int    // embedded Postgres port; 0 picks one and keeps it
-	Stream            string
-	StreamReplicas    int
-	AdminEmail        string
-	AdminPassword     string
-	KeyPrefix         string
-	JWTSecret         string
-	SessionTTL        time.Duration
-	Currency          money.Currency
-	Demo              bool
-	LogLevel          string
-	LogFormat         string
-	BcryptCost        int
-	MaxKeysPerAccount int
-	DefaultRateLimit  int // requests per minute per key
-	AllowQueryKey     bool
-	TrustedProxies    []netip.Prefix
+	DataDir               string
+	NATSURL               string // empty: embedded
+	NATSAddr              string // where the embedded server listens
+	DatabaseURL           string // empty: embedded
+	PGPort                int    // embedded Postgres port; 0 picks one and keeps it
+	Stream                string
+	StreamReplicas        int
+	AdminEmail            string
+	AdminPassword         string
+	KeyPrefix             string
+	JWTSecret             string
+	SessionTTL            time.Duration
+	Currency              money.Currency
+	Demo                  bool
+	LogLevel              string
+	LogFormat             string
+	BcryptCost            int
+	MaxKeysPerAccount     int
+	DefaultRateLimit      int // requests per minute per key
+	AllowQueryKey         bool
+	TrustedProxies        []netip.Prefix
 	// Call timeouts and hold lifetimes per generation type.
 	Timeouts map[pricing.Type]time.Duration
 	HoldTTLs map[pricing.Type]time.Duration
