@@ -4,7 +4,7 @@ PKGS     ?= ./...
 # Test timeout: the whole suite must stay well under 10 minutes on 2 cores.
 TEST_TIMEOUT ?= 9m
 
-.PHONY: run test bench lint fuzz build
+.PHONY: run test bench lint fuzz fuzz-run build
 
 run:
 	$(GO) run ./cmd/ledgerd
@@ -12,8 +12,32 @@ run:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
+# Every fuzz target as "<name> <package>". make test runs each briefly
+# (its committed corpus, then FUZZ_SHORT of new inputs); make fuzz runs each
+# for FUZZ_LONG. go test -fuzz takes one target and one package at a time.
+FUZZ_TARGETS = \
+	FuzzParse:./domain/money \
+	FuzzAccountInvariants:./domain/account \
+	FuzzEncodingMatchesEncodingJSON:./ledger/eventstore \
+	FuzzDecodeBodies:./adapters/httpapi \
+	FuzzCredential:./adapters/httpapi \
+	FuzzKeyParse:./projections/keyindex
+FUZZ_SHORT ?= 2s
+FUZZ_LONG  ?= 2m
+
 test: lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@$(MAKE) --no-print-directory fuzz-run FUZZTIME=$(FUZZ_SHORT)
+
+fuzz:
+	@$(MAKE) --no-print-directory fuzz-run FUZZTIME=$(FUZZ_LONG)
+
+fuzz-run:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "== fuzz $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 # Figures quoted in README.md. Each block says what it measures.
 bench:
@@ -36,8 +60,3 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# Long fuzzing runs, one target at a time (go test -fuzz takes one).
-fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./domain/money
-	$(GO) test -run '^$$' -fuzz FuzzAccountInvariants -fuzztime 120s ./domain/account
-	$(GO) test -run '^$$' -fuzz FuzzEncodingMatchesEncodingJSON -fuzztime 60s ./ledger/eventstore

@@ -373,10 +373,10 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 	a.api = api
 	a.httpSrv = &http.Server{
 		Handler:           api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadHeaderTimeout: a.cfg.HTTPReadHeaderTimeout,
+		ReadTimeout:       a.cfg.HTTPReadTimeout,
 		WriteTimeout:      5 * time.Minute, // synchronous video generation
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       a.cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 	}
 	a.wg.Add(1)

@@ -20,29 +20,36 @@ import (
 
 // Config is every setting, read from the environment (see README).
 type Config struct {
-	HTTPAddr          string
-	PublicURL         string
-	DataDir           string
-	NATSURL           string // empty: embedded
-	NATSAddr          string // where the embedded server listens
-	DatabaseURL       string // empty: embedded
-	PGPort            int    // embedded Postgres port; 0 picks one and keeps it
-	Stream            string
-	StreamReplicas    int
-	AdminEmail        string
-	AdminPassword     string
-	KeyPrefix         string
-	JWTSecret         string
-	SessionTTL        time.Duration
-	Currency          money.Currency
-	Demo              bool
-	LogLevel          string
-	LogFormat         string
-	BcryptCost        int
-	MaxKeysPerAccount int
-	DefaultRateLimit  int // requests per minute per key
-	AllowQueryKey     bool
-	TrustedProxies    []netip.Prefix
+	HTTPAddr  string
+	PublicURL string
+	// HTTP server deadlines: a client gets ReadHeaderTimeout to send its
+	// request line and headers and ReadTimeout for the whole request
+	// including the body, so slow (slowloris) clients are cut off;
+	// IdleTimeout closes kept-alive connections left unused.
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPIdleTimeout       time.Duration
+	DataDir               string
+	NATSURL               string // empty: embedded
+	NATSAddr              string // where the embedded server listens
+	DatabaseURL           string // empty: embedded
+	PGPort                int    // embedded Postgres port; 0 picks one and keeps it
+	Stream                string
+	StreamReplicas        int
+	AdminEmail            string
+	AdminPassword         string
+	KeyPrefix             string
+	JWTSecret             string
+	SessionTTL            time.Duration
+	Currency              money.Currency
+	Demo                  bool
+	LogLevel              string
+	LogFormat             string
+	BcryptCost            int
+	MaxKeysPerAccount     int
+	DefaultRateLimit      int // requests per minute per key
+	AllowQueryKey         bool
+	TrustedProxies        []netip.Prefix
 	// Call timeouts and hold lifetimes per generation type.
 	Timeouts map[pricing.Type]time.Duration
 	HoldTTLs map[pricing.Type]time.Duration
@@ -182,6 +189,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.StreamWriteTimeout, err = durationVar(get("LEDGER_STREAM_WRITE_TIMEOUT", "10s"), "LEDGER_STREAM_WRITE_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPReadHeaderTimeout, err = durationVar(get("LEDGER_HTTP_READ_HEADER_TIMEOUT", "10s"), "LEDGER_HTTP_READ_HEADER_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPReadTimeout, err = durationVar(get("LEDGER_HTTP_READ_TIMEOUT", "30s"), "LEDGER_HTTP_READ_TIMEOUT"); err != nil {
+		return c, err
+	}
+	if c.HTTPIdleTimeout, err = durationVar(get("LEDGER_HTTP_IDLE_TIMEOUT", "2m"), "LEDGER_HTTP_IDLE_TIMEOUT"); err != nil {
 		return c, err
 	}
 	c.FalKey, c.FalQueueURL = getenv("FAL_KEY"), get("LEDGER_FAL_QUEUE_URL", "https://queue.fal.run")

@@ -164,16 +164,14 @@ func checkURL(field, raw string, verr *validation.Error) {
 }
 
 func (s *Server) imageGenerate(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Prompt string `json:"prompt"`
-		Model  string `json:"model"`
-		Size   string `json:"size"`
-	}
+	var in imageBody
 	if err := decode(r, &in); err != nil {
 		return err
 	}
+	// The body's own errors and the model's are reported together; an
+	// unknown model (404) wins over both.
 	var verr validation.Error
-	checkPrompt(in.Prompt, &verr)
+	mergeValidation(&verr, in.check())
 	m, err := s.resolveModel(p, in.Model, pricing.TypeImage)
 	if err != nil {
 		return mergeValidation(&verr, err)
@@ -198,18 +196,13 @@ func (s *Server) imageGenerate(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 func (s *Server) videoGenerate(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Prompt     string          `json:"prompt"`
-		Model      string          `json:"model"`
-		Duration   json.RawMessage `json:"duration"`
-		Resolution string          `json:"resolution"`
-	}
+	var in videoBody
 	if err := decode(r, &in); err != nil {
 		return err
 	}
 	var verr validation.Error
-	checkPrompt(in.Prompt, &verr)
-	duration := seconds("duration", json.Number(strings.TrimSpace(string(in.Duration))), &verr)
+	mergeValidation(&verr, in.check())
+	duration := in.duration
 	m, err := s.resolveModel(p, in.Model, pricing.TypeVideo, pricing.TypeDirector)
 	if err != nil {
 		return mergeValidation(&verr, err)
@@ -258,29 +251,13 @@ func mergeValidation(verr *validation.Error, err error) error {
 }
 
 func (s *Server) generateTask(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		RequestType string         `json:"request_type"`
-		Input       map[string]any `json:"input"`
-		CallbackURL string         `json:"callback_url"`
-	}
+	var in taskBody
 	if err := decode(r, &in); err != nil {
 		return err
 	}
 	var verr validation.Error
-	rt := in.RequestType
-	if rt == "" {
-		rt = "async"
-	}
-	if rt != "async" && rt != "sync" {
-		verr.Add("request_type", "must be async or sync")
-	}
-	checkCallback(in.CallbackURL, &verr)
-	input := account.TaskInput{RequestType: rt, CallbackURL: in.CallbackURL}
-	if in.Input == nil {
-		verr.Add("input", "is required")
-	} else {
-		input = taskInput(in.Input, input, &verr)
-	}
+	mergeValidation(&verr, in.check())
+	input := in.input
 	m, err := s.resolveModel(p, r.PathValue("model"))
 	if err != nil {
 		return mergeValidation(&verr, err)
@@ -291,7 +268,7 @@ func (s *Server) generateTask(w http.ResponseWriter, r *http.Request, p Principa
 	if err := verr.Err(); err != nil {
 		return err
 	}
-	o, err := s.generate(r, p, call{model: m, input: input, async: rt == "async"}, "task")
+	o, err := s.generate(r, p, call{model: m, input: input, async: in.async}, "task")
 	if err != nil {
 		return err
 	}
@@ -329,6 +306,7 @@ func taskInput(raw map[string]any, in account.TaskInput, verr *validation.Error)
 				verr.Add("input."+k, "must be a string")
 				continue
 			}
+			checkText("input."+k, s, 100, verr)
 			if k == "size" {
 				in.Size = s
 			} else {
@@ -342,6 +320,11 @@ func taskInput(raw map[string]any, in account.TaskInput, verr *validation.Error)
 			}
 			in.Duration = seconds("input.duration", n, verr)
 		default:
+			if p := validation.TextProblem(k); p != "" || len(k) > 100 {
+				verr.Add("input", "has a field name that is not plain text of at most 100 bytes")
+				continue
+			}
+			checkPassthrough("input."+k, v, 1, verr)
 			if in.Extra == nil {
 				in.Extra = map[string]any{}
 			}
@@ -532,19 +515,13 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) putModel(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Type          string          `json:"type"`
-		Price         json.RawMessage `json:"price"`
-		Currency      string          `json:"currency"`
-		Provider      string          `json:"provider"`
-		ProviderModel string          `json:"provider_model"`
-		Options       pricing.Options `json:"options"`
-	}
+	var in modelBody
 	if err := decode(r, &in); err != nil {
 		return err
 	}
 	var verr validation.Error
-	price := amount("price", in.Price, &verr)
+	mergeValidation(&verr, in.check())
+	price := in.price
 	name := r.PathValue("model")
 	if !pricing.ValidName(name) {
 		verr.Add("model", "must be 1-100 characters of a-z, 0-9, - and _")
@@ -570,19 +547,11 @@ func (s *Server) putModel(w http.ResponseWriter, r *http.Request, p Principal) e
 }
 
 func (s *Server) adjust(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Amount json.RawMessage `json:"amount"`
-		Reason string          `json:"reason"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in adjustBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	amt := amount("amount", in.Amount, &verr)
-	required("reason", in.Reason, &verr)
-	if err := verr.Err(); err != nil {
-		return err
-	}
+	amt := in.amount
 	id, _, err := s.cfg.Commands.Adjust(r.Context(), s.meta(r, p), r.PathValue("id"), amt, in.Reason)
 	if err != nil {
 		return err

@@ -2,34 +2,19 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
-	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/user"
-	"github.com/ledgerd/ledgerd/domain/validation"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/projections"
 )
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-	}
-	if err := decode(r, &in); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	var verr validation.Error
-	required("email", in.Email, &verr)
-	if in.Password == "" {
-		verr.Add("password", "is required")
-	}
-	if err := verr.Err(); err != nil {
+	var in credentialsBody
+	if err := decodeBody(r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -71,28 +56,11 @@ func viewOut(v ledger.AccountView) accountOut {
 }
 
 func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-		Plan     string `json:"plan"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in createAccountBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	required("email", in.Email, &verr)
-	required("password", in.Password, &verr)
-	plan := account.PlanStandard
-	if in.Plan != "" {
-		var ok bool
-		if plan, ok = account.ParsePlan(in.Plan); !ok {
-			verr.Add("plan", "must be one of free, standard, pro, api")
-		}
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
-	v, err := s.cfg.Commands.CreateAccount(r.Context(), s.meta(r, p), in.Email, in.Password, plan)
+	v, err := s.cfg.Commands.CreateAccount(r.Context(), s.meta(r, p), in.Email, in.Password, in.plan)
 	if err != nil {
 		return err
 	}
@@ -101,37 +69,11 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Plan   *string `json:"plan"`
-		Status *string `json:"status"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in updateAccountBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	var plan *account.Plan
-	var status *account.Status
-	if in.Plan != nil {
-		pl, ok := account.ParsePlan(*in.Plan)
-		if !ok {
-			verr.Add("plan", "must be one of free, standard, pro, api")
-		}
-		plan = &pl
-	}
-	if in.Status != nil {
-		st, ok := account.ParseStatus(*in.Status)
-		if !ok {
-			verr.Add("status", "must be one of active, suspended, closed")
-		}
-		status = &st
-	}
-	if plan == nil && status == nil {
-		verr.Add("body", "give plan and/or status")
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
-	v, err := s.cfg.Commands.UpdateAccount(r.Context(), s.meta(r, p), r.PathValue("id"), plan, status)
+	v, err := s.cfg.Commands.UpdateAccount(r.Context(), s.meta(r, p), r.PathValue("id"), in.plan, in.status)
 	if err != nil {
 		return err
 	}
@@ -140,20 +82,11 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 func (s *Server) topUp(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Amount    json.RawMessage `json:"amount"`
-		Reference string          `json:"reference"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in topUpBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	amt := amount("amount", in.Amount, &verr)
-	required("reference", in.Reference, &verr)
-	if err := verr.Err(); err != nil {
-		return err
-	}
-	res, err := s.cfg.Commands.TopUp(r.Context(), s.meta(r, p), r.PathValue("id"), amt, in.Reference)
+	res, err := s.cfg.Commands.TopUp(r.Context(), s.meta(r, p), r.PathValue("id"), in.amount, in.Reference)
 	if err != nil {
 		return err
 	}
@@ -168,24 +101,11 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, p Principal) erro
 }
 
 func (s *Server) createStaff(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-		Role     string `json:"role"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in staffBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	required("email", in.Email, &verr)
-	required("password", in.Password, &verr)
-	role, ok := user.ParseStaffRole(in.Role)
-	if !ok {
-		verr.Add("role", "must be admin or finance")
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
+	role := in.role
 	id, err := s.cfg.Commands.RegisterStaff(r.Context(), s.meta(r, p), in.Email, in.Password, role)
 	if err != nil {
 		return err

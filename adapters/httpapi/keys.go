@@ -1,13 +1,11 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/money"
-	"github.com/ledgerd/ledgerd/domain/validation"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/projections"
 )
@@ -104,43 +102,11 @@ func (s *Server) adminListKeys(w http.ResponseWriter, r *http.Request, _ Princip
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Name         string   `json:"name"`
-		Scopes       []string `json:"scopes"`
-		MonthlyQuota *struct {
-			Calls *int64          `json:"calls"`
-			Spend json.RawMessage `json:"spend"`
-		} `json:"monthly_quota"`
-		IPAllowlist []string `json:"ip_allowlist"`
-		ExpiresAt   *string  `json:"expires_at"`
-		RateLimit   *int     `json:"rate_limit_per_minute"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in createKeyBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	spec := apikey.SpecInput{Name: in.Name, Scopes: in.Scopes, Allowlist: in.IPAllowlist, RateLimit: in.RateLimit}
-	var verr validation.Error
-	if q := in.MonthlyQuota; q != nil {
-		if q.Calls != nil {
-			spec.Quota.Calls = *q.Calls
-		}
-		if len(q.Spend) > 0 && string(q.Spend) != "null" {
-			a := amount("monthly_quota.spend", q.Spend, &verr)
-			spec.Quota.Spend = &a
-		}
-	}
-	if in.ExpiresAt != nil {
-		t, err := time.Parse(time.RFC3339, *in.ExpiresAt)
-		if err != nil {
-			verr.Add("expires_at", "must be an RFC 3339 time such as 2027-01-01T00:00:00Z")
-		} else {
-			spec.ExpiresAt = &t
-		}
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
-	k, err := s.cfg.Commands.CreateKey(r.Context(), s.meta(r, p), p.AccountID, spec)
+	k, err := s.cfg.Commands.CreateKey(r.Context(), s.meta(r, p), p.AccountID, in.spec)
 	if err != nil {
 		return err
 	}

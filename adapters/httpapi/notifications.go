@@ -1,14 +1,11 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
-	"github.com/ledgerd/ledgerd/domain/validation"
 )
 
 type notificationsOut struct {
@@ -39,36 +36,11 @@ func notificationsView(n account.Notifications) notificationsOut {
 }
 
 func (s *Server) putNotifications(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		Threshold  json.RawMessage `json:"low_balance_threshold"`
-		WebhookURL *string         `json:"webhook_url"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in notificationsBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	var threshold *money.Amount
-	if len(in.Threshold) == 0 {
-		verr.Add("low_balance_threshold", "is required (null turns the alert off)")
-	} else if !bytes.Equal(bytes.TrimSpace(in.Threshold), []byte("null")) {
-		t := amount("low_balance_threshold", in.Threshold, &verr)
-		if t.IsNegative() {
-			verr.Add("low_balance_threshold", "must not be negative")
-		}
-		threshold = &t
-	}
-	url := ""
-	if in.WebhookURL != nil {
-		url = *in.WebhookURL
-	}
-	if threshold != nil && url == "" {
-		verr.Add("webhook_url", "is required with a threshold")
-	}
-	checkURL("webhook_url", url, &verr)
-	if err := verr.Err(); err != nil {
-		return err
-	}
-	n, err := s.cfg.SelfServe.SetNotifications(r.Context(), s.meta(r, p), p.AccountID, threshold, url)
+	n, err := s.cfg.SelfServe.SetNotifications(r.Context(), s.meta(r, p), p.AccountID, in.threshold, in.url)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -50,20 +49,11 @@ func (s *Server) checkout(w http.ResponseWriter, r *http.Request, p Principal) e
 	if s.cfg.Payments == nil {
 		return errPaymentsOff
 	}
-	var in struct {
-		Amount json.RawMessage `json:"amount"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in checkoutBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	amt := amount("amount", in.Amount, &verr)
-	if len(verr.Fields) == 0 && amt.Cmp(account.MinTopUp) < 0 {
-		verr.Add("amount", "must be at least "+account.MinTopUp.String())
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
+	amt := in.amount
 	view, _, err := s.cfg.SelfServe.Account(r.Context(), p.AccountID)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/plan"
-	"github.com/ledgerd/ledgerd/domain/validation"
 )
 
 type planOut struct {
@@ -46,38 +44,12 @@ func (s *Server) listPlans(w http.ResponseWriter, _ *http.Request) {
 // putPlan defines or changes a plan (admin). Fields left out are the
 // free defaults: no access, no fee, no credits, the server's key limits.
 func (s *Server) putPlan(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var in struct {
-		APIAccess        *bool           `json:"api_access"`
-		MonthlyFee       json.RawMessage `json:"monthly_fee"`
-		IncludedCredits  json.RawMessage `json:"included_credits"`
-		MaxKeys          *int            `json:"max_keys"`
-		DefaultRateLimit *int            `json:"default_rate_limit"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in planBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	var verr validation.Error
-	def := plan.Plan{Name: r.PathValue("plan"), Currency: s.cfg.Currency}
-	if in.APIAccess == nil {
-		verr.Add("api_access", "is required (true or false)")
-	} else {
-		def.APIAccess = *in.APIAccess
-	}
-	if len(in.MonthlyFee) > 0 {
-		def.MonthlyFee = amount("monthly_fee", in.MonthlyFee, &verr)
-	}
-	if len(in.IncludedCredits) > 0 {
-		def.IncludedCredits = amount("included_credits", in.IncludedCredits, &verr)
-	}
-	if in.MaxKeys != nil {
-		def.MaxKeys = *in.MaxKeys
-	}
-	if in.DefaultRateLimit != nil {
-		def.DefaultRateLimit = *in.DefaultRateLimit
-	}
-	if err := verr.Err(); err != nil {
-		return err
-	}
+	def := in.def
+	def.Name, def.Currency = r.PathValue("plan"), s.cfg.Currency
 	out, err := s.cfg.Commands.SetPlan(r.Context(), s.meta(r, p), def)
 	if err != nil {
 		return err
@@ -109,14 +81,9 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p Principal) 
 	if p.KeyID != "" {
 		return errStatus(http.StatusForbidden, "forbidden", "Subscribing needs a user session, not an API key")
 	}
-	var in struct {
-		Plan string `json:"plan"`
-	}
-	if err := decode(r, &in); err != nil {
+	var in subscribeBody
+	if err := decodeBody(r, &in); err != nil {
 		return err
-	}
-	if in.Plan == "" {
-		return validation.Field("plan", "is required")
 	}
 	res, err := s.cfg.Commands.Subscribe(r.Context(), s.meta(r, p), p.AccountID, in.Plan)
 	if errors.Is(err, account.ErrInsufficientFunds) {

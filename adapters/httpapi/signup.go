@@ -9,7 +9,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ledgerd/ledgerd/domain/account"
-	"github.com/ledgerd/ledgerd/domain/validation"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/projections/keyindex"
 )
@@ -30,18 +29,8 @@ func (s *Server) signup(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, e)
 		return
 	}
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-	}
-	if err := decode(r, &in); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	var verr validation.Error
-	required("email", in.Email, &verr)
-	required("password", in.Password, &verr)
-	if err := verr.Err(); err != nil {
+	var in signupBody
+	if err := decodeBody(r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

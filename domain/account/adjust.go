@@ -55,5 +55,8 @@ func checkReason(verr *validation.Error, reason string) {
 		verr.Add("reason", "is required")
 	case utf8.RuneCountInString(reason) > 500:
 		verr.Add("reason", "must be at most 500 characters")
+	case validation.TextProblem(reason) != "":
+		// A NUL in a reason would stop the read model that stores it.
+		verr.Add("reason", validation.TextProblem(reason))
 	}
 }

@@ -2,7 +2,6 @@ package account
 
 import (
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/ledgerd/ledgerd/domain/money"
@@ -102,13 +101,6 @@ func checkReference(ref string) string {
 		return "is required"
 	case utf8.RuneCountInString(ref) > MaxReferenceLen:
 		return "must be at most 200 characters"
-	case !utf8.ValidString(ref):
-		return "must be valid UTF-8"
 	}
-	for _, r := range ref {
-		if unicode.IsControl(r) {
-			return "must not contain control characters"
-		}
-	}
-	return ""
+	return validation.TextProblem(ref)
 }

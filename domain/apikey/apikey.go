@@ -170,10 +170,8 @@ func CheckName(name string) error {
 	case utf8.RuneCountInString(name) >= MaxNameLen:
 		return validation.Field("name", "must be shorter than 200 characters")
 	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return validation.Field("name", "must not contain control characters")
-		}
+	if p := validation.TextProblem(name); p != "" {
+		return validation.Field("name", p)
 	}
 	return nil
 }

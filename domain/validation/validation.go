@@ -2,7 +2,11 @@
 // invalid and why, so every layer reports bad input the same way.
 package validation
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // FieldError names one invalid field.
 type FieldError struct {
@@ -41,4 +45,27 @@ func (e *Error) Err() error {
 // Field is a one-field error.
 func Field(field, message string) error {
 	return &Error{Fields: []FieldError{{Field: field, Message: message}}}
+}
+
+// TextProblem says what is wrong with a short piece of free text that is
+// stored and shown (a name, a reference, a reason), or "" if nothing is.
+// It must be valid UTF-8 without control characters: NUL cannot be stored
+// in a Postgres text or jsonb value at all, so one would stop the read
+// model that meets it. Nor may it hold bidirectional embedding, override
+// or isolate characters, which make a statement line or an audit export
+// display differently from what it says ("Trojan Source"). Other Unicode,
+// emoji included, is welcome.
+func TextProblem(s string) string {
+	if !utf8.ValidString(s) {
+		return "must be valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case unicode.IsControl(r):
+			return "must not contain control characters"
+		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			return "must not contain bidirectional override characters"
+		}
+	}
+	return ""
 }
