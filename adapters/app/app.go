@@ -387,8 +387,8 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		Files: http.StripPrefix("/files", a.local.FileServer()), Media: a.media.Handler(), FalWebhooks: a.falWebhooks(),
 		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
-		Checks:  []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
-		Role:    a.cfg.Role.String(), MaxProjectionLagTime: a.cfg.ReadyMaxLag,
+		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+		Role:   a.cfg.Role.String(), MaxProjectionLagTime: a.cfg.ReadyMaxLag,
 		Streams: a.Hub, StreamWriteTimeout: a.cfg.StreamWriteTimeout,
 	})
 	ln := a.listener
