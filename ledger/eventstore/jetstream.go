@@ -32,6 +32,13 @@ type JetStreamConfig struct {
 	// Duplicates is JetStream's dedup window for retried publishes. Our own
 	// idempotency lives in the aggregates; this only covers a lost ack.
 	Duplicates time.Duration
+	// AttemptTimeout bounds one request to JetStream (a publish, one
+	// batch of a load); AppendTimeout bounds a whole append with its
+	// retries. Without them a cluster that has lost its quorum (connected,
+	// but nobody answers) would hold a request for the client library's
+	// default and then some: the API must answer 503 promptly instead.
+	AttemptTimeout time.Duration
+	AppendTimeout  time.Duration
 }
 
 func (c *JetStreamConfig) defaults() {
@@ -46,6 +53,12 @@ func (c *JetStreamConfig) defaults() {
 	}
 	if c.Duplicates == 0 {
 		c.Duplicates = 2 * time.Minute
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = time.Second
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 3 * time.Second
 	}
 }
 
@@ -116,7 +129,10 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 	subject := s.Subject(ref)
 	var commits []Commit
 	for {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
+		// Each batch is one bounded request; a long history is many.
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		defer cancel()
+		msgs, err := jetstreamext.GetBatch(bctx, s.js, s.cfg.Stream, loadBatch,
 			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
 			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
@@ -146,6 +162,8 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 // Append stores the commits atomically, each only if its aggregate is
 // still at the expected stream sequence.
 func (s *JetStream) Append(ctx context.Context, appends ...Append) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	switch len(appends) {
 	case 0:
 		return nil, nil
@@ -173,12 +191,29 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 	}
 	msg.Header.Set(nats.MsgIdHdr, a.Commit.ID)
 	var lastErr error
-	for attempt := range publishAttempts {
-		ack, err := s.js.PublishMsg(ctx, msg,
+	for attempt := 0; attempt < publishAttempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		ack, err := s.js.PublishMsg(actx, msg,
 			jetstream.WithExpectStream(s.cfg.Stream),
 			jetstream.WithExpectLastSequencePerSubject(a.Expected))
+		cancel()
 		if err == nil {
 			return ack.Sequence, nil
+		}
+		if subjectBusy(err) {
+			// A replicated stream refuses an expected-sequence publish
+			// while an earlier one on the same subject is still being
+			// applied, even one already acknowledged to us (10164). Nothing
+			// was stored and nothing is known about the expected sequence:
+			// send the same message again shortly, within the append's
+			// bound, without spending an attempt.
+			attempt--
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("eventstore: appending to %s: %w: %v", a.Commit.Aggregate, ErrUnavailable, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+			continue
 		}
 		err = classify(err)
 		if errors.Is(err, ErrConflict) {
@@ -312,6 +347,14 @@ func checkRef(r Ref) error {
 		}
 	}
 	return nil
+}
+
+// subjectBusy reports JetStream's 10164 ("wrong last sequence" without a
+// sequence): on a replicated stream it means another expected-sequence
+// publish on the subject is in flight, not that ours is stale.
+func subjectBusy(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // classify maps JetStream errors onto the store's sentinels, by error code
