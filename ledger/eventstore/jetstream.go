@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 
@@ -127,15 +128,22 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 		return nil, err
 	}
 	subject := s.Subject(ref)
+	// Direct gets are answered by any replica, and a follower may not yet
+	// have applied what the leader acknowledged: on a replicated stream the
+	// leader names the subject's last sequence first, and the load goes on
+	// until it has reached it (read-your-writes, for the command side).
+	var leaderLast uint64
+	if s.cfg.Replicas > 1 {
+		var err error
+		if leaderLast, err = s.lastSeqOnLeader(ctx, subject); err != nil {
+			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
+		}
+	}
 	var commits []Commit
 	for {
-		// Each batch is one bounded request; a long history is many.
-		bctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
-		defer cancel()
-		msgs, err := jetstreamext.GetBatch(bctx, s.js, s.cfg.Stream, loadBatch,
-			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		msgs, err := s.getBatch(ctx, subject, after)
 		if err != nil {
-			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
+			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
 		}
 		more := false
 		for msg, err := range msgs {
@@ -153,10 +161,88 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 			after = msg.Sequence
 			more = msg.Header.Get("Nats-Num-Pending") != "0"
 		}
-		if !more {
+		if !more && after >= leaderLast {
 			return commits, nil
 		}
+		if !more {
+			// A lagging replica answered: ask again shortly.
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("eventstore: loading %s: %w: replica behind the leader: %v", ref, ErrUnavailable, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
 	}
+}
+
+// lastSeqOnLeader asks the stream's leader (the non-direct get API, which
+// only the leader answers) for the subject's last stream sequence; 0 when
+// the subject has no message.
+func (s *JetStream) lastSeqOnLeader(ctx context.Context, subject string) (uint64, error) {
+	seq, _, err := s.lastOnLeader(ctx, subject)
+	return seq, err
+}
+
+// lastOnLeader is the subject's last message as the leader has it: its
+// sequence and body (0 and nil when there is none).
+func (s *JetStream) lastOnLeader(ctx context.Context, subject string) (uint64, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	defer cancel()
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	resp, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return 0, nil, classify(err)
+	}
+	var r struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return 0, nil, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil, nil
+	case r.Error != nil:
+		return 0, nil, classify(r.Error)
+	case r.Message == nil:
+		return 0, nil, fmt.Errorf("last message of %s: empty answer", subject)
+	}
+	return r.Message.Seq, r.Message.Data, nil
+}
+
+// getBatch is one bounded direct-get request, tried again briefly when
+// nobody answers: a replicated stream's replicas stop serving direct gets
+// while it elects a leader or a node catches up.
+func (s *JetStream) getBatch(ctx context.Context, subject string, after uint64) (iter.Seq2[*jetstream.RawStreamMsg, error], error) {
+	var err error
+	for attempt := range publishAttempts {
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		var msgs iter.Seq2[*jetstream.RawStreamMsg, error]
+		msgs, err = jetstreamext.GetBatch(bctx, s.js, s.cfg.Stream, loadBatch,
+			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		if err == nil {
+			// The iterator reads replies under bctx: cancel when done.
+			return func(yield func(*jetstream.RawStreamMsg, error) bool) {
+				defer cancel()
+				msgs(yield)
+			}, nil
+		}
+		cancel()
+		err = classify(err)
+		if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return nil, err
 }
 
 // Append stores the commits atomically, each only if its aggregate is
@@ -240,6 +326,17 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 
 // headIs reports whether the aggregate's last stored commit is commitID.
 func (s *JetStream) headIs(ctx context.Context, ref Ref, commitID string) (uint64, bool) {
+	if s.cfg.Replicas > 1 {
+		// Only the leader is sure to have our own latest commit.
+		seq, data, err := s.lastOnLeader(ctx, s.Subject(ref))
+		var c struct {
+			ID string `json:"id"`
+		}
+		if err != nil || data == nil || json.Unmarshal(data, &c) != nil || c.ID != commitID {
+			return 0, false
+		}
+		return seq, true
+	}
 	stream, err := s.js.Stream(ctx, s.cfg.Stream)
 	if err != nil {
 		return 0, false
