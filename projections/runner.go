@@ -107,13 +107,13 @@ type Runner struct {
 	advanced     chan struct{} // closed and replaced whenever the position moves
 	retry        chan struct{} // a staff request to retry after a poison event
 	lastStoredAt time.Time     // stream time of the last applied message
-	// A standby's view of the leader: the stream head last read, when the
+	// A standby's view of the leader: what its consumer has pending, when the
 	// leader's position last moved, and since when it has been behind.
-	standbyHead  uint64
-	standbyMoved time.Time
-	standbySince time.Time
-	latencies    [4096]time.Duration
-	nLatency     int
+	standbyPending uint64
+	standbyMoved   time.Time
+	standbySince   time.Time
+	latencies      [4096]time.Duration
+	nLatency       int
 }
 
 // NewRunner returns a runner for proj.
@@ -333,39 +333,41 @@ func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
 	}
 }
 
-// followHead reads the stream's last sequence, for a standby's lag. A
-// failure leaves the last known head: the event-store check on /readyz
-// reports an unreachable stream.
+// followHead reads how much the leader's durable consumer has yet to
+// apply (pending plus delivered-unacked), for a standby's lag. The
+// consumer filters the projection's subjects, so this counts only what the
+// projection would apply. A failure leaves the last known figure: the
+// event-store check on /readyz reports an unreachable stream.
 func (r *Runner) followHead(ctx context.Context) {
 	if r.cfg.JS == nil {
 		return
 	}
 	hctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	st, err := r.cfg.JS.Stream(hctx, r.cfg.Stream)
+	cons, err := r.cfg.JS.Consumer(hctx, r.cfg.Stream, r.consumerName())
 	if err != nil {
 		return
 	}
-	info, err := st.Info(hctx)
+	info, err := cons.Info(hctx)
 	if err != nil {
 		return
 	}
 	r.mu.Lock()
-	r.standbyHead = info.State.LastSeq
+	r.standbyPending = info.NumPending + uint64(info.NumAckPending)
 	r.updateStandbyLag()
 	r.mu.Unlock()
 }
 
-// updateStandbyLag derives a standby's lag from the leader's position and
-// the stream's head: in events, and in time since the leader's position
-// last moved while it was behind. Called with mu held.
+// updateStandbyLag sets a standby's lag: in events, what the leader's
+// consumer has pending, and in time, since the leader's position last
+// moved while it was behind. Called with mu held.
 func (r *Runner) updateStandbyLag() {
-	if r.standbyHead <= r.status.Position {
+	if r.standbyPending == 0 {
 		r.status.LagEvents = 0
 		r.standbySince = time.Time{}
 		return
 	}
-	r.status.LagEvents = r.standbyHead - r.status.Position
+	r.status.LagEvents = r.standbyPending
 	if r.standbySince.IsZero() {
 		r.standbySince = time.Now()
 	}
