@@ -4,10 +4,21 @@ PKGS     ?= ./...
 # Test timeout: the whole suite must stay well under 10 minutes on 2 cores.
 TEST_TIMEOUT ?= 9m
 
-.PHONY: run test bench lint fuzz fuzz-run build
+.PHONY: run test bench lint fuzz fuzz-run build cluster faults faults-short
 
 run:
 	$(GO) run ./cmd/ledgerd
+
+# A local 3-node NATS cluster, Postgres and two ledgerd instances (see README).
+cluster:
+	$(GO) run ./cmd/ledgerd-cluster
+
+# Every fault scenario at full length (make test runs a short version).
+faults:
+	LEDGER_FAULTS_FULL=1 $(GO) test -tags faults -race -count=1 -timeout 30m -run 'TestFaults' -v ./cmd/ledgerd-cluster
+
+faults-short:
+	$(GO) test -tags faults -race -count=1 -timeout 15m -run 'TestFaults' -v ./cmd/ledgerd-cluster
 
 build:
 	$(GO) build -o bin/ ./cmd/...

@@ -54,6 +54,10 @@ type RunnerConfig struct {
 	// Live, if set, hears what each batch of a LiveProjection changed,
 	// after the batch commits (and where each such projection starts).
 	Live Live
+	// Follow makes the runner never lead: it only follows the leader's
+	// position (for reads that wait on their own writes, and for lag on
+	// /readyz). Instances without the projector role use it.
+	Follow bool
 	// beforeAck runs after a batch is committed and before it is acked;
 	// tests use it to die at the worst moment.
 	beforeAck func() error
@@ -103,8 +107,13 @@ type Runner struct {
 	advanced     chan struct{} // closed and replaced whenever the position moves
 	retry        chan struct{} // a staff request to retry after a poison event
 	lastStoredAt time.Time     // stream time of the last applied message
-	latencies    [4096]time.Duration
-	nLatency     int
+	// A standby's view of the leader: what its consumer has pending, when the
+	// leader's position last moved, and since when it has been behind.
+	standbyPending uint64
+	standbyMoved   time.Time
+	standbySince   time.Time
+	latencies      [4096]time.Duration
+	nLatency       int
 }
 
 // NewRunner returns a runner for proj.
@@ -138,7 +147,16 @@ func (r *Runner) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.status
-	if s.LagEvents > 0 && !r.lastStoredAt.IsZero() {
+	switch {
+	case s.State == "standby" && s.LagEvents > 0 && !r.standbySince.IsZero():
+		// Behind since the later of: when the lag was first seen, when
+		// the leader last moved.
+		since := r.standbySince
+		if r.standbyMoved.After(since) {
+			since = r.standbyMoved
+		}
+		s.LagMillis = time.Since(since).Milliseconds()
+	case s.LagEvents > 0 && !r.lastStoredAt.IsZero():
 		s.LagMillis = time.Since(r.lastStoredAt).Milliseconds()
 	}
 	if n := min(r.nLatency, len(r.latencies)); n > 0 {
@@ -272,22 +290,26 @@ func (r *Runner) consumerName() string { return "proj_" + r.proj.Name() }
 func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
 	key := lockKey("projection:" + r.proj.Name())
 	for {
-		conn, err := r.cfg.DB.Conn(ctx)
-		if err != nil {
-			return bun.Conn{}, fmt.Errorf("lock connection: %w", err)
-		}
-		var got bool
-		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&got)
-		if err == nil && got {
-			return conn, nil
-		}
-		conn.Close()
-		if err != nil {
-			return bun.Conn{}, fmt.Errorf("projection lock: %w", err)
+		if !r.cfg.Follow {
+			conn, err := r.cfg.DB.Conn(ctx)
+			if err != nil {
+				return bun.Conn{}, fmt.Errorf("lock connection: %w", err)
+			}
+			var got bool
+			err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&got)
+			if err == nil && got {
+				return conn, nil
+			}
+			conn.Close()
+			if err != nil {
+				return bun.Conn{}, fmt.Errorf("projection lock: %w", err)
+			}
 		}
 		r.setState("standby", nil, 0)
 		// Another instance applies; follow its position so reads here can
-		// still wait for their own writes.
+		// still wait for their own writes, and the stream's head so the
+		// lag (and /readyz) tells when the leader stalls.
+		r.followHead(ctx)
 		deadline := time.Now().Add(time.Second)
 		for time.Now().Before(deadline) {
 			if pos, events, err := r.loadPosition(ctx); err == nil {
@@ -297,7 +319,9 @@ func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
 				if moved {
 					close(r.advanced)
 					r.advanced = make(chan struct{})
+					r.standbyMoved = time.Now()
 				}
+				r.updateStandbyLag()
 				r.mu.Unlock()
 			}
 			select {
@@ -306,6 +330,46 @@ func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
 			case <-time.After(standbyPoll):
 			}
 		}
+	}
+}
+
+// followHead reads how much the leader's durable consumer has yet to
+// apply (pending plus delivered-unacked), for a standby's lag. The
+// consumer filters the projection's subjects, so this counts only what the
+// projection would apply. A failure leaves the last known figure: the
+// event-store check on /readyz reports an unreachable stream.
+func (r *Runner) followHead(ctx context.Context) {
+	if r.cfg.JS == nil {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	cons, err := r.cfg.JS.Consumer(hctx, r.cfg.Stream, r.consumerName())
+	if err != nil {
+		return
+	}
+	info, err := cons.Info(hctx)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.standbyPending = info.NumPending + uint64(info.NumAckPending)
+	r.updateStandbyLag()
+	r.mu.Unlock()
+}
+
+// updateStandbyLag sets a standby's lag: in events, what the leader's
+// consumer has pending, and in time, since the leader's position last
+// moved while it was behind. Called with mu held.
+func (r *Runner) updateStandbyLag() {
+	if r.standbyPending == 0 {
+		r.status.LagEvents = 0
+		r.standbySince = time.Time{}
+		return
+	}
+	r.status.LagEvents = r.standbyPending
+	if r.standbySince.IsZero() {
+		r.standbySince = time.Now()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +91,10 @@ type App struct {
 // Start brings ledgerd up. On error, whatever was started is stopped.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
 	began := time.Now()
+	if len(cfg.Role) == 0 {
+		cfg.Role = slices.Clone(AllRoles)
+	}
+	log = log.With("role", cfg.Role.String())
 	a = &App{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -186,7 +191,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
 		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log}, Live: a.Hub,
 	}
-	a.Projs = projections.NewSet(runnerCfg, allProjections()...)
+	// Without the projector role the projections only follow the
+	// leader's position: reads here still wait for their own writes.
+	setCfg := runnerCfg
+	setCfg.Follow = !cfg.Role.Has(RoleProjector)
+	a.Projs = projections.NewSet(setCfg, allProjections()...)
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.Hub.Run(runCtx) }()
 	replayDB, err := postgres.OpenSchema(ctx, a.dsn, projections.ReplaySchema, 8)
@@ -305,6 +314,7 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 		Ledger: a.Ledger, Runner: a.Runner, Open: openTasks(a.reader), Alive: hb.alive,
 		Timeout: func(m pricing.Model) time.Duration { t, _ := a.timing.For(m); return t },
 		Log:     a.log.With("component", "sweeper"), Interval: a.cfg.SweepInterval,
+		OwnOnly: !a.cfg.Role.Has(RoleWorker),
 	}
 	dispatcher := &callbacks.Dispatcher{
 		Due: dueCallbacks(a.reader), Record: a.Ledger.RecordCallback, Secret: secrets,
@@ -316,12 +326,23 @@ func (a *App) startWork(ctx context.Context, js jetstream.JetStream) error {
 		Due: dueAlerts(a.reader), Record: a.recordAlert, Secret: secrets,
 		Log: a.log.With("component", "alerts"), AllowPrivate: a.cfg.CallbackAllowPrivate, BaseDelay: a.cfg.CallbackBaseDelay,
 	}
-	a.wg.Add(6)
+	// Every instance heartbeats: an API instance's calls must not be
+	// adopted while it lives.
+	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		hb.run(ctx, a.instance, func(err error) { a.log.Warn("heartbeat", "err", err) })
 	}()
-	go func() { defer a.wg.Done(); sweeper.Run(ctx) }()
+	// The API role drives (and after a restart resumes) the calls it
+	// accepted; the worker role also adopts dead instances' calls.
+	if a.cfg.Role.Has(RoleAPI) || a.cfg.Role.Has(RoleWorker) {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); sweeper.Run(ctx) }()
+	}
+	if !a.cfg.Role.Has(RoleWorker) {
+		return nil
+	}
+	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.leading(ctx, "callbacks", dispatcher.Run) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "grants", a.expireGrants) }()
 	go func() { defer a.wg.Done(); a.leading(ctx, "renewals", a.renewSubscriptions) }()
@@ -366,13 +387,14 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		Files: http.StripPrefix("/files", a.local.FileServer()), Media: a.media.Handler(), FalWebhooks: a.falWebhooks(),
 		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,
-		Checks:  []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+		Checks: []httpapi.Check{{Name: "event_store", Fn: a.checkNATS}},
+		Role:   a.cfg.Role.String(), MaxProjectionLagTime: a.cfg.ReadyMaxLag,
 		Streams: a.Hub, StreamWriteTimeout: a.cfg.StreamWriteTimeout,
 	})
 	ln := a.listener
 	a.api = api
 	a.httpSrv = &http.Server{
-		Handler:           api.Handler(),
+		Handler:           a.roleFilter(api.Handler()),
 		ReadHeaderTimeout: a.cfg.HTTPReadHeaderTimeout,
 		ReadTimeout:       a.cfg.HTTPReadTimeout,
 		WriteTimeout:      5 * time.Minute, // synchronous video generation
@@ -389,8 +411,10 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
-// checkNATS asks JetStream for the account info: it answers only with a
-// working connection and (on a cluster) a meta-leader.
+// checkNATS asks JetStream for the account info and the ledger stream's
+// info: the first answers only with a working connection and (on a
+// cluster) a meta-leader, the second only when the stream's own replicas
+// have a leader, i.e. a quorum that can take appends.
 func (a *App) checkNATS(ctx context.Context) error {
 	if !a.nc.IsConnected() {
 		return errors.New("not connected to NATS")
@@ -399,8 +423,21 @@ func (a *App) checkNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = js.AccountInfo(ctx)
-	return err
+	if _, err = js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	st, err := js.Stream(ctx, a.store.StreamName())
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", a.store.StreamName(), err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", a.store.StreamName(), err)
+	}
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return fmt.Errorf("stream %s has no leader (no quorum)", a.store.StreamName())
+	}
+	return nil
 }
 
 // flushKeyUse writes last_used_at for keys used since the last flush: at

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,7 +19,17 @@ const sharedJWT = "0123456789abcdef0123456789abcdef0123456789abcdef"
 // them, as a second ledgerd on another machine would.
 func twoInstances(t testing.TB, bEnv map[string]string) (*App, *App) {
 	t.Helper()
-	cfgA := testConfigTB(t, testDirTB(t), map[string]string{"LEDGER_JWT_SECRET": sharedJWT})
+	return twoInstancesEnv(t, nil, bEnv)
+}
+
+// twoInstancesEnv is twoInstances with settings for A as well.
+func twoInstancesEnv(t testing.TB, aEnv, bEnv map[string]string) (*App, *App) {
+	t.Helper()
+	envA := map[string]string{"LEDGER_JWT_SECRET": sharedJWT}
+	for k, v := range aEnv {
+		envA[k] = v
+	}
+	cfgA := testConfigTB(t, testDirTB(t), envA)
 	a := startAppTB(t, cfgA)
 	env := map[string]string{
 		"NATS_URL": a.NATSURL(), "DATABASE_URL": a.pg.DSN("ledgerd"),
@@ -141,4 +152,61 @@ func BenchmarkRevokeToRejection(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// TestRoles: A runs the projections and the background work, B only the
+// API. Calls charged through B are driven by B, projected by A, and read
+// back on B; each /readyz names its role; A refuses the customer API.
+func TestRoles(t *testing.T) {
+	a, b := twoInstancesEnv(t, map[string]string{"LEDGER_ROLE": "projector,worker"}, map[string]string{"LEDGER_ROLE": "api"})
+	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
+	_, accID := customer(t, admin, "roles@example.com", "standard")
+	if r := admin.do("POST", "/api/admin/accounts/"+accID+"/topups", map[string]string{"amount": "10.00", "reference": "roles"}); r.Status != 201 {
+		t.Fatalf("top-up on A: %d %s", r.Status, r.Raw)
+	}
+	custB := client{t: t, base: b.URL()}.login("roles@example.com", "password-roles@example.com")
+	key, _ := newKey(t, custB, map[string]any{"name": "roles"})
+	onB := withKey(client{t: t, base: b.URL()}, key)
+	for i := range 3 {
+		if r := onB.do("POST", "/api/v1/image/generate", image(fmt.Sprintf("role %d", i))); r.Status != 200 || r.Body["cost"] != "0.80" {
+			t.Fatalf("call %d on the api instance: %d %s", i, r.Status, r.Raw)
+		}
+	}
+	// B reads its own writes from the read models A writes.
+	w := onB.do("GET", "/api/v1/wallet", nil)
+	if w.Status != 200 || w.Body["balance"] != "7.60" || w.Body["held"] != "0.00" || w.Header.Get("X-Ledger-Stale") != "" {
+		t.Fatalf("wallet on B after 3 calls: %d %s stale=%q, want balance 7.60, held 0.00, fresh", w.Status, w.Raw, w.Header.Get("X-Ledger-Stale"))
+	}
+	for _, c := range []struct {
+		app  *App
+		role string
+		proj string
+	}{{a, "projector,worker", "running"}, {b, "api", "standby"}} {
+		r := client{t: t, base: c.app.URL()}.do("GET", "/readyz", nil)
+		if r.Status != 200 || r.Body["role"] != c.role {
+			t.Fatalf("/readyz on %s: %d %s, want 200 with role %q", c.role, r.Status, r.Raw, c.role)
+		}
+		if got := c.app.Projs.Runner("accounts").Status().State; got != c.proj {
+			t.Fatalf("accounts projection on %s: %s, want %s", c.role, got, c.proj)
+		}
+	}
+	if r := withKey(client{t: t, base: a.URL()}, key).do("GET", "/api/v1/wallet", nil); r.Status != 404 || errCode(r) != "not_found" {
+		t.Fatalf("customer API on the projector: %d %s, want 404 not_found", r.Status, r.Raw)
+	}
+	if v := admin.do("GET", "/api/admin/verify", nil); v.Status != 200 || v.Body["ok"] != true {
+		t.Fatalf("verify: %d %s", v.Status, v.Raw)
+	}
+}
+
+func TestParseRoles(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		err      bool
+	}{{"all", "all", false}, {"api", "api", false}, {"worker, projector", "projector,worker", false},
+		{"api,projector,worker", "all", false}, {"web", "", true}, {"", "", true}} {
+		got, err := ParseRoles(c.in)
+		if (err != nil) != c.err || (err == nil && got.String() != c.want) {
+			t.Errorf("ParseRoles(%q) = %v, %v; want %q, error %v", c.in, got, err, c.want, c.err)
+		}
+	}
 }

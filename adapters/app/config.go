@@ -82,6 +82,12 @@ type Config struct {
 	SignupsPerHour int
 	// Durable makes the embedded Postgres fsync (off only in tests).
 	Durable bool
+	// Role is what this instance runs (see Roles); never empty after
+	// FromEnv.
+	Role Roles
+	// ReadyMaxLag is how far behind the stream (in time) a projection may
+	// be before /readyz fails.
+	ReadyMaxLag time.Duration
 }
 
 func (c Config) stripeEnabled() bool { return c.StripeSecretKey != "" && c.StripeWebhookSecret != "" }
@@ -121,6 +127,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		Durable:       true,
 	}
 	var err error
+	if c.Role, err = ParseRoles(get("LEDGER_ROLE", "all")); err != nil {
+		return c, fmt.Errorf("LEDGER_ROLE: %w", err)
+	}
+	if c.ReadyMaxLag, err = durationVar(get("LEDGER_READY_MAX_LAG", "30s"), "LEDGER_READY_MAX_LAG"); err != nil {
+		return c, err
+	}
 	if c.StreamReplicas, err = intVar(get("LEDGER_STREAM_REPLICAS", "1"), "LEDGER_STREAM_REPLICAS", 1, 5); err != nil {
 		return c, err
 	}

@@ -37,10 +37,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		checks = append(checks, c)
 	}
-	for _, c := range s.cfg.Checks {
-		add(c.Name, c.Fn(ctx))
+	// Each probe gets its own short bound so one that hangs (a cluster
+	// without quorum answers nothing) cannot starve the others.
+	probe := func(fn func(context.Context) error) error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return fn(pctx)
 	}
-	add("database", s.cfg.Reads.Ping(ctx))
+	for _, c := range s.cfg.Checks {
+		add(c.Name, probe(c.Fn))
+	}
+	add("database", probe(s.cfg.Reads.Ping))
 	for _, st := range s.cfg.Projections.Statuses() {
 		c := check{Name: "projection:" + st.Name, OK: true}
 		switch {
@@ -48,6 +55,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			c.OK, c.Detail = false, "failed at stream seq "+itoa(int(st.ErrorSeq))+": "+st.Error
 		case st.LagEvents > s.cfg.MaxProjectionLag:
 			c.OK, c.Detail = false, "lagging "+itoa(int(st.LagEvents))+" events"
+		case s.cfg.MaxProjectionLagTime > 0 && st.LagMillis > s.cfg.MaxProjectionLagTime.Milliseconds():
+			c.OK, c.Detail = false, "lagging "+itoa(int(st.LagEvents))+" events, "+itoa(int(st.LagMillis))+" ms"
+		case st.State == "standby":
+			// Another instance (the projector) applies it; its position
+			// is followed, and its lag judged above.
+			c.Detail = "standby: applied by another instance"
 		case st.State != "running":
 			c.OK, c.Detail = false, st.State
 		}
@@ -64,7 +77,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks, "providers": providers})
+	writeJSON(w, status, map[string]any{"ready": ready, "role": s.cfg.Role, "checks": checks, "providers": providers})
 }
 
 //go:embed openapi.json

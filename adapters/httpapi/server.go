@@ -99,6 +99,11 @@ type Config struct {
 	ReadYourWritesWait time.Duration
 	// MaxProjectionLag is the lag, in events, beyond which /readyz fails.
 	MaxProjectionLag uint64
+	// MaxProjectionLagTime is how long a projection may be behind the
+	// stream before /readyz fails (0: no bound in time).
+	MaxProjectionLagTime time.Duration
+	// Role names what this instance runs; /readyz reports it.
+	Role string
 	// Keys verifies API keys; AllowQueryKey permits ?api_key=.
 	Keys          KeyVerifier
 	AllowQueryKey bool

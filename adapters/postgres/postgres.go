@@ -37,7 +37,7 @@ func OpenSchema(ctx context.Context, dsn, schema string, maxConns int) (*bun.DB,
 	if schema != "" {
 		cfg.RuntimeParams["search_path"] = schema
 	}
-	cfg.ConnectTimeout = 5 * time.Second
+	cfg.ConnectTimeout = 2 * time.Second
 	sqldb := stdlib.OpenDB(*cfg)
 	if maxConns <= 0 {
 		maxConns = 20

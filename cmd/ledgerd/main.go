@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,16 +19,26 @@ import (
 )
 
 func main() {
-	if err := run(os.Stdout); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ledgerd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out io.Writer) error {
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ledgerd", flag.ContinueOnError)
+	role := fs.String("role", "", "what this instance runs: all, api, projector, worker, or a comma-separated list (default $LEDGER_ROLE, else all)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	cfg, err := app.EnvFromOS()
 	if err != nil {
 		return err
+	}
+	if *role != "" {
+		if cfg.Role, err = app.ParseRoles(*role); err != nil {
+			return fmt.Errorf("--role: %w", err)
+		}
 	}
 	log := newLogger(cfg)
 	app.TuneRuntime()
@@ -69,7 +80,8 @@ func printBanner(out io.Writer, a *app.App) {
 	fmt.Fprintf(out, "\nledgerd is running (started in %d ms)\n\n", a.StartedIn.Milliseconds())
 	fmt.Fprintf(out, "  API        %s\n", a.URL())
 	fmt.Fprintf(out, "  Dashboard  %s/dashboard\n", a.URL())
-	fmt.Fprintf(out, "  NATS       %s\n\n", a.NATSURL())
+	fmt.Fprintf(out, "  NATS       %s\n", a.NATSURL())
+	fmt.Fprintf(out, "  Role       %s\n\n", a.Role())
 	if b.AdminPassword != "" {
 		fmt.Fprintf(out, "  Admin login     %s / %s\n", b.AdminEmail, b.AdminPassword)
 	} else {

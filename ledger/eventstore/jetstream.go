@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 
@@ -32,6 +33,13 @@ type JetStreamConfig struct {
 	// Duplicates is JetStream's dedup window for retried publishes. Our own
 	// idempotency lives in the aggregates; this only covers a lost ack.
 	Duplicates time.Duration
+	// AttemptTimeout bounds one request to JetStream (a publish, one
+	// batch of a load); AppendTimeout bounds a whole append with its
+	// retries. Without them a cluster that has lost its quorum (connected,
+	// but nobody answers) would hold a request for the client library's
+	// default and then some: the API must answer 503 promptly instead.
+	AttemptTimeout time.Duration
+	AppendTimeout  time.Duration
 }
 
 func (c *JetStreamConfig) defaults() {
@@ -46,6 +54,12 @@ func (c *JetStreamConfig) defaults() {
 	}
 	if c.Duplicates == 0 {
 		c.Duplicates = 2 * time.Minute
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = time.Second
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 3 * time.Second
 	}
 }
 
@@ -114,12 +128,22 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 		return nil, err
 	}
 	subject := s.Subject(ref)
+	// Direct gets are answered by any replica, and a follower may not yet
+	// have applied what the leader acknowledged: on a replicated stream the
+	// leader names the subject's last sequence first, and the load goes on
+	// until it has reached it (read-your-writes, for the command side).
+	var leaderLast uint64
+	if s.cfg.Replicas > 1 {
+		var err error
+		if leaderLast, err = s.lastSeqOnLeader(ctx, subject); err != nil {
+			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
+		}
+	}
 	var commits []Commit
 	for {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
-			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		msgs, err := s.getBatch(ctx, subject, after)
 		if err != nil {
-			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
+			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
 		}
 		more := false
 		for msg, err := range msgs {
@@ -137,15 +161,95 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 			after = msg.Sequence
 			more = msg.Header.Get("Nats-Num-Pending") != "0"
 		}
-		if !more {
+		if !more && after >= leaderLast {
 			return commits, nil
 		}
+		if !more {
+			// A lagging replica answered: ask again shortly.
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("eventstore: loading %s: %w: replica behind the leader: %v", ref, ErrUnavailable, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
 	}
+}
+
+// lastSeqOnLeader asks the stream's leader (the non-direct get API, which
+// only the leader answers) for the subject's last stream sequence; 0 when
+// the subject has no message.
+func (s *JetStream) lastSeqOnLeader(ctx context.Context, subject string) (uint64, error) {
+	seq, _, err := s.lastOnLeader(ctx, subject)
+	return seq, err
+}
+
+// lastOnLeader is the subject's last message as the leader has it: its
+// sequence and body (0 and nil when there is none).
+func (s *JetStream) lastOnLeader(ctx context.Context, subject string) (uint64, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	defer cancel()
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	resp, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return 0, nil, classify(err)
+	}
+	var r struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return 0, nil, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil, nil
+	case r.Error != nil:
+		return 0, nil, classify(r.Error)
+	case r.Message == nil:
+		return 0, nil, fmt.Errorf("last message of %s: empty answer", subject)
+	}
+	return r.Message.Seq, r.Message.Data, nil
+}
+
+// getBatch is one bounded direct-get request, tried again briefly when
+// nobody answers: a replicated stream's replicas stop serving direct gets
+// while it elects a leader or a node catches up.
+func (s *JetStream) getBatch(ctx context.Context, subject string, after uint64) (iter.Seq2[*jetstream.RawStreamMsg, error], error) {
+	var err error
+	for attempt := range publishAttempts {
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		var msgs iter.Seq2[*jetstream.RawStreamMsg, error]
+		msgs, err = jetstreamext.GetBatch(bctx, s.js, s.cfg.Stream, loadBatch,
+			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+		if err == nil {
+			// The iterator reads replies under bctx: cancel when done.
+			return func(yield func(*jetstream.RawStreamMsg, error) bool) {
+				defer cancel()
+				msgs(yield)
+			}, nil
+		}
+		cancel()
+		err = classify(err)
+		if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return nil, err
 }
 
 // Append stores the commits atomically, each only if its aggregate is
 // still at the expected stream sequence.
 func (s *JetStream) Append(ctx context.Context, appends ...Append) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	switch len(appends) {
 	case 0:
 		return nil, nil
@@ -173,12 +277,29 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 	}
 	msg.Header.Set(nats.MsgIdHdr, a.Commit.ID)
 	var lastErr error
-	for attempt := range publishAttempts {
-		ack, err := s.js.PublishMsg(ctx, msg,
+	for attempt := 0; attempt < publishAttempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		ack, err := s.js.PublishMsg(actx, msg,
 			jetstream.WithExpectStream(s.cfg.Stream),
 			jetstream.WithExpectLastSequencePerSubject(a.Expected))
+		cancel()
 		if err == nil {
 			return ack.Sequence, nil
+		}
+		if subjectBusy(err) {
+			// A replicated stream refuses an expected-sequence publish
+			// while an earlier one on the same subject is still being
+			// applied, even one already acknowledged to us (10164). Nothing
+			// was stored and nothing is known about the expected sequence:
+			// send the same message again shortly, within the append's
+			// bound, without spending an attempt.
+			attempt--
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("eventstore: appending to %s: %w: %v", a.Commit.Aggregate, ErrUnavailable, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+			continue
 		}
 		err = classify(err)
 		if errors.Is(err, ErrConflict) {
@@ -205,6 +326,17 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 
 // headIs reports whether the aggregate's last stored commit is commitID.
 func (s *JetStream) headIs(ctx context.Context, ref Ref, commitID string) (uint64, bool) {
+	if s.cfg.Replicas > 1 {
+		// Only the leader is sure to have our own latest commit.
+		seq, data, err := s.lastOnLeader(ctx, s.Subject(ref))
+		var c struct {
+			ID string `json:"id"`
+		}
+		if err != nil || data == nil || json.Unmarshal(data, &c) != nil || c.ID != commitID {
+			return 0, false
+		}
+		return seq, true
+	}
 	stream, err := s.js.Stream(ctx, s.cfg.Stream)
 	if err != nil {
 		return 0, false
@@ -312,6 +444,14 @@ func checkRef(r Ref) error {
 		}
 	}
 	return nil
+}
+
+// subjectBusy reports JetStream's 10164 ("wrong last sequence" without a
+// sequence): on a replicated stream it means another expected-sequence
+// publish on the subject is in flight, not that ours is stale.
+func subjectBusy(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // classify maps JetStream errors onto the store's sentinels, by error code

@@ -2,7 +2,10 @@ package eventstore_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -15,6 +18,29 @@ func TestJetStreamContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) eventstore.Store {
 		_, js := natstest.JetStream(t, natstest.Server(t))
 		s, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+// TestJetStreamContractReplicated runs the same contract on a 3-replica
+// stream over a 3-node cluster, where a conflict is reported as 10164.
+func TestJetStreamContractReplicated(t *testing.T) {
+	cluster := natstest.StartCluster(t, 3)
+	n := 0
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		nc, err := nats.Connect(cluster.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, _ := jetstream.New(nc)
+		// A stream per subtest: the contract expects an empty store.
+		n++
+		s, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{
+			Stream: fmt.Sprintf("R3_%d", n), SubjectPrefix: fmt.Sprintf("r3_%d", n), Replicas: 3, Storage: jetstream.FileStorage})
 		if err != nil {
 			t.Fatal(err)
 		}

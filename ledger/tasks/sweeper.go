@@ -56,6 +56,11 @@ type Sweeper struct {
 	Interval time.Duration
 	Log      *slog.Logger
 	Now      func() time.Time
+	// OwnOnly limits the sweep to this instance's own tasks (resume after
+	// a restart, release when expired): an API-only instance drives the
+	// calls it accepted and leaves adopting other instances' calls to the
+	// workers.
+	OwnOnly bool
 }
 
 // Run sweeps until ctx ends.
@@ -89,7 +94,7 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 	me := s.Ledger.Owner()
 	alive := map[string]bool{}
 	for _, t := range open {
-		if s.Runner.Busy(t.ID) {
+		if s.Runner.Busy(t.ID) || (s.OwnOnly && t.Owner != me) {
 			continue
 		}
 		switch {
