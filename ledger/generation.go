@@ -3,9 +3,11 @@ package ledger
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/ledger/ids"
 )
 
@@ -37,6 +39,12 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 	var dup *account.DuplicateError
 	if errors.As(err, &dup) {
 		return Reservation{TaskID: dup.TaskID, AccountID: accountID, Duplicate: true}, nil
+	}
+	if errors.Is(err, eventstore.ErrUnavailable) {
+		// The caller is told 503, nothing charged, but the append may yet
+		// land (a stream without quorum keeps it and stores it when the
+		// quorum returns). Such a task is released, not run: see InDoubt.
+		l.inDoubt.Store(req.TaskID, now)
 	}
 	if err != nil {
 		return Reservation{}, err
@@ -124,3 +132,17 @@ func (l *Ledger) OpenTask(ctx context.Context, accountID, taskID string) (accoun
 
 // defaultOwner is used when no instance id is configured (tests).
 const defaultOwner = "inst_local"
+
+// InDoubt reports whether the task's reservation was answered 503 while
+// its append's outcome was unknown. If the append landed after all, the
+// sweeper releases the hold instead of running the call: the customer was
+// told it was refused. Kept in memory for a day; a restart forgets it (the
+// call is then resumed and charged only if it succeeds).
+func (l *Ledger) InDoubt(taskID string) bool {
+	v, ok := l.inDoubt.Load(taskID)
+	if ok && l.cfg.Now().Sub(v.(time.Time)) > 24*time.Hour {
+		l.inDoubt.Delete(taskID)
+		return false
+	}
+	return ok
+}

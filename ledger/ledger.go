@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -46,6 +47,9 @@ type Ledger struct {
 	users    *aggregates.Repo[*user.User, user.Event]
 	models   *aggregates.Repo[*pricing.Entry, pricing.Event]
 	prices   *priceList
+	// inDoubt holds tasks answered 503 while their reservation's append
+	// had an unknown outcome (task id → when).
+	inDoubt  sync.Map
 	planRepo *aggregates.Repo[*plan.Entry, plan.Event]
 	plans    *planList
 	// dummyHash is compared against when a login names no user, so that

@@ -419,16 +419,43 @@ func (r *Runner) consume(ctx context.Context) error {
 	defer stop()
 	r.setState("running", nil, 0)
 
+	var lastDelivery uint64
 	for {
 		batch, err := r.nextBatch(ctx, it)
 		if err != nil {
 			return err
 		}
-		if err := r.applyBatch(ctx, &pos, batch); err != nil {
-			return err
+		// Deliveries are numbered by the consumer without gaps. A gap means
+		// a pull response was lost (a NATS node died with it in flight):
+		// applying past it would ack the lost commits too (the consumer acks
+		// everything up to what is acknowledged) and the read model would
+		// never see them. Apply what came before the gap and start a new
+		// session from the stored position instead.
+		cut := len(batch)
+		for i, d := range batch {
+			if d.delivery == 0 {
+				continue
+			}
+			if lastDelivery != 0 && d.delivery != lastDelivery+1 {
+				cut = i
+				break
+			}
+			lastDelivery = d.delivery
+		}
+		if cut > 0 {
+			if err := r.applyBatch(ctx, &pos, batch[:cut]); err != nil {
+				return err
+			}
+		}
+		if cut < len(batch) {
+			return fmt.Errorf("%w: delivery %d after %d; reading again from position %d",
+				errDeliveryGap, batch[cut].delivery, lastDelivery, pos)
 		}
 	}
 }
+
+// errDeliveryGap: the consumer skipped deliveries this session never saw.
+var errDeliveryGap = errors.New("deliveries lost in transit")
 
 type delivered struct {
 	msg     jetstream.Msg
@@ -436,6 +463,8 @@ type delivered struct {
 	err     error // decoding failed: poison
 	pending uint64
 	skipped int // events in a commit not decoded (filtered out)
+	// delivery is the consumer's delivery number (0: unknown).
+	delivery uint64
 }
 
 // nextBatch blocks for one message, then takes whatever else arrives
@@ -466,7 +495,7 @@ func (r *Runner) decode(m jetstream.Msg) delivered {
 		d.err = fmt.Errorf("message metadata: %w", err)
 		return d
 	}
-	d.pending = md.NumPending
+	d.pending, d.delivery = md.NumPending, md.Sequence.Consumer
 	if f, ok := r.proj.(Filter); ok {
 		if types := m.Headers().Get(eventstore.HeaderEventTypes); types != "" && !wantsAny(f, types) {
 			d.commit = eventstore.Commit{StreamSeq: md.Sequence.Stream, Stored: md.Timestamp}

@@ -117,11 +117,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return a, err
 	}
-	storage := jetstream.FileStorage
-	a.store, err = eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{
-		Stream: cfg.Stream, Replicas: cfg.StreamReplicas, Storage: storage,
-	})
-	if err != nil {
+	if a.store, err = a.openStore(ctx, js); err != nil {
 		return a, err
 	}
 	if a.instance, err = instanceID(cfg.DataDir); err != nil {
@@ -632,4 +628,28 @@ func (a *App) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// openStore creates (or updates) the event stream. A cluster that was
+// just started, or is electing a leader, cannot answer yet: that is
+// waited out for up to a minute rather than failing the start, as
+// instances and NATS nodes are often started together.
+func (a *App) openStore(ctx context.Context, js jetstream.JetStream) (*eventstore.JetStream, error) {
+	deadline := time.Now().Add(time.Minute)
+	wait := 250 * time.Millisecond
+	for {
+		store, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{
+			Stream: a.cfg.Stream, Replicas: a.cfg.StreamReplicas, Storage: jetstream.FileStorage,
+		})
+		if err == nil || !errors.Is(err, eventstore.ErrUnavailable) || time.Now().Add(wait).After(deadline) {
+			return store, err
+		}
+		a.log.Warn("event stream not available yet; waiting", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 4*time.Second)
+	}
 }

@@ -62,7 +62,11 @@ func startAppTB(t testing.TB, cfg Config) *App {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("LEDGER_TEST_LOG") != "" { // to see an app's log while chasing a failure
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	a, err := Start(ctx, cfg, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}

@@ -32,7 +32,7 @@ func TestQuorumLoss(t *testing.T) {
 
 	// Two down: no quorum.
 	nc.Stop(1)
-	took := waitUntil(t, 20*time.Second, func() bool { return ready().Status == http.StatusServiceUnavailable })
+	took := waitUntil(t, 60*time.Second, func() bool { return ready().Status == http.StatusServiceUnavailable })
 	t.Logf("/readyz failed %v after the quorum was lost: %s", took, ready().Raw)
 	began := time.Now()
 	r := c.do("POST", "/api/v1/image/generate", image("no quorum"))

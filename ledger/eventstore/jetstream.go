@@ -200,8 +200,13 @@ func (s *JetStream) lastOnLeader(ctx context.Context, subject string) (uint64, [
 		} `json:"message"`
 		Error *jetstream.APIError `json:"error"`
 	}
+	// A cluster in transition answers with a bare status (no JetStream
+	// responder, 503) or nothing usable: that is "not now", never a 500.
+	if len(resp.Data) == 0 {
+		return 0, nil, fmt.Errorf("last message of %s: %w: empty reply (status %q)", subject, ErrUnavailable, resp.Header.Get("Status"))
+	}
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return 0, nil, fmt.Errorf("last message of %s: %w", subject, err)
+		return 0, nil, fmt.Errorf("last message of %s: %w: unreadable reply: %v", subject, ErrUnavailable, err)
 	}
 	switch {
 	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
@@ -209,7 +214,7 @@ func (s *JetStream) lastOnLeader(ctx context.Context, subject string) (uint64, [
 	case r.Error != nil:
 		return 0, nil, classify(r.Error)
 	case r.Message == nil:
-		return 0, nil, fmt.Errorf("last message of %s: empty answer", subject)
+		return 0, nil, fmt.Errorf("last message of %s: %w: empty answer", subject, ErrUnavailable)
 	}
 	return r.Message.Seq, r.Message.Data, nil
 }
@@ -463,7 +468,13 @@ func classify(err error) error {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
 		}
-		if apiErr.Code == 503 {
+		// 503 (no quorum, no leader) and 10008 ("JetStream system
+		// temporarily unavailable", whatever code it comes with) say the
+		// cluster cannot answer now: the caller gets 503, never 500.
+		// 10158: a retry found its own earlier publish still being
+		// processed (a stream without quorum holds it); its outcome is
+		// not known yet, like a timeout's.
+		if apiErr.Code == 503 || apiErr.ErrorCode == 10008 || apiErr.ErrorCode == 10158 {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return err

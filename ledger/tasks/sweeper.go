@@ -36,6 +36,10 @@ type SweepLedger interface {
 	// task is still open are taken from here, so a call the provider
 	// already has is polled, never submitted again.
 	OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error)
+	// InDoubt: the caller was answered 503 while the reservation's append
+	// had an unknown outcome; if it landed, it is released, not run.
+	InDoubt(taskID string) bool
+	FailTask(ctx context.Context, accountID, taskID, code, reason string) error
 }
 
 // Sweeper makes sure no hold leaks. Every interval it looks at the open
@@ -137,6 +141,10 @@ func (s *Sweeper) resume(ctx context.Context, t OpenTask) error {
 	}
 	if !open || h.Owner != s.Ledger.Owner() {
 		return nil // ended or adopted elsewhere since the read model saw it
+	}
+	if s.Ledger.InDoubt(t.ID) {
+		s.Log.Warn("releasing a call answered 503 whose reservation landed after all", "task", t.ID, "account", t.AccountID)
+		return s.Ledger.FailTask(ctx, t.AccountID, t.ID, CodeUnavailable, "the call was answered 503 (event store unavailable) while its reservation was in doubt")
 	}
 	t.ProviderRef = h.ProviderRef
 	m, err := s.Ledger.Model(t.Model)

@@ -43,6 +43,7 @@ func (f *fakeLedger) AdoptTask(_ context.Context, _, id, from string) error {
 	f.holds[id] = h
 	return nil
 }
+func (f *fakeLedger) InDoubt(id string) bool { return id == "doubtful" }
 func (f *fakeLedger) OpenTask(_ context.Context, _, id string) (account.Hold, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -93,7 +94,7 @@ func (instant) Cancel(context.Context, Job, string) error { return nil }
 func TestSweep(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	led := &fakeLedger{holds: map[string]account.Hold{}}
-	for _, id := range []string{"expired", "busy", "mine", "alive", "orphan", "stale"} {
+	for _, id := range []string{"expired", "busy", "mine", "alive", "orphan", "stale", "doubtful"} {
 		led.holds[id] = account.Hold{TaskID: id, Owner: "inst_me"}
 	}
 	led.holds["alive"] = account.Hold{TaskID: "alive", Owner: "inst_alive"}
@@ -115,6 +116,7 @@ func TestSweep(t *testing.T) {
 		{ID: "busy", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: past},
 		{ID: "stale", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 		{ID: "ended", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
+		{ID: "doubtful", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 	}
 	s := &Sweeper{
 		Ledger: led, Runner: r, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
@@ -134,13 +136,13 @@ func TestSweep(t *testing.T) {
 	}
 	calls := led.got()
 	for _, want := range []string{"release expired", "adopt orphan from inst_dead", "complete mine", "complete orphan",
-		"poll stale ref-1", "complete stale"} {
+		"poll stale ref-1", "complete stale", "fail doubtful unavailable"} {
 		if !slices.Contains(calls, want) {
 			t.Errorf("missing %q in %v", want, calls)
 		}
 	}
 	for _, never := range []string{"release busy", "complete alive", "adopt alive from inst_alive", "release mine",
-		"submit stale", "submit ended", "complete ended"} {
+		"submit stale", "submit ended", "complete ended", "submit doubtful", "complete doubtful"} {
 		if slices.Contains(calls, never) {
 			t.Errorf("unexpected %q in %v", never, calls)
 		}

@@ -662,6 +662,18 @@
     else if (minute > chart.readMinute) m.set(kid, { at: 0, last: d.calls });
     else { m.set(kid, { at: d.calls, last: d.calls }); reloadChart(); }
     scheduleDraw();
+    settleChartSoon();
+  }
+
+  // The REST figures can be a moment ahead of the stream (the usage read
+  // model commits before the stream, which waits for every read model, says
+  // so) or behind it, so a REST read taken while calls are flowing can be
+  // one call off. Reading REST again once the stream has been quiet for a
+  // moment makes the chart exact again.
+  let settleTimer = 0;
+  function settleChartSoon() {
+    clearTimeout(settleTimer);
+    settleTimer = setTimeout(reloadChart, 800);
   }
 
   function bucketCalls(model, minute) {
