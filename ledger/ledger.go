@@ -284,10 +284,19 @@ func (l *Ledger) TopUp(ctx context.Context, meta Meta, accountID string, amount 
 	if !ids.Valid("acc", accountID) {
 		return TopUpResult{}, account.ErrNotFound
 	}
+	return l.credit(ctx, meta, accountID, amount, reference, func(a *account.Account, id string) ([]account.Event, error) {
+		return a.TopUp(id, amount, reference)
+	})
+}
+
+// credit runs a top-up decision (staff or card) under a new top-up id; a
+// reference already credited is a replay answered with the first top-up.
+func (l *Ledger) credit(ctx context.Context, meta Meta, accountID string, amount money.Amount, reference string,
+	decide func(a *account.Account, id string) ([]account.Event, error)) (TopUpResult, error) {
 	res := TopUpResult{AccountID: accountID, Amount: amount, Reference: reference}
 	topUpID := l.ids.New("top")
 	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
-		evs, err := a.TopUp(topUpID, amount, reference)
+		evs, err := decide(a, topUpID)
 		if err != nil {
 			return nil, err
 		}

@@ -15,25 +15,9 @@ func (l *Ledger) TopUpPaid(ctx context.Context, meta Meta, accountID string, amo
 	if !ids.Valid("acc", accountID) {
 		return TopUpResult{}, account.ErrNotFound
 	}
-	res := TopUpResult{AccountID: accountID, Amount: amount, Reference: reference}
-	topUpID := l.ids.New("top")
-	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
-		evs, err := a.TopUpPaid(topUpID, amount, reference, paymentIntent)
-		if err != nil {
-			return nil, err
-		}
-		res.ID, res.Replayed = topUpID, len(evs) == 0
-		if res.Replayed {
-			prev, _ := a.TopUpByReference(reference)
-			res.ID = prev.ID
-		}
-		return evs, nil
+	return l.credit(ctx, meta, accountID, amount, reference, func(a *account.Account, id string) ([]account.Event, error) {
+		return a.TopUpPaid(id, amount, reference, paymentIntent)
 	})
-	if err != nil {
-		return TopUpResult{}, err
-	}
-	res.StreamSeq = out.StreamSeq
-	return res, nil
 }
 
 // RefundResult is a recorded refund: nothing new when Replayed.

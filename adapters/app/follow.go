@@ -110,7 +110,9 @@ func (f *follower) run(ctx context.Context, js jetstream.JetStream, stream, pref
 	if err != nil {
 		return nil, err
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, wlog)
+	// Closing waits for the subscriber, which may still be reconnecting to
+	// a cluster that has just come back.
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
 	if err != nil {
 		return nil, err
 	}

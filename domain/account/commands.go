@@ -62,12 +62,21 @@ func (a *Account) Update(plan *Plan, status *Status) ([]Event, error) {
 // recorded for the same amount is a retry: no events, no error, and the
 // caller reads the original with TopUpByReference.
 func (a *Account) TopUp(topUpID string, amount money.Amount, reference string) ([]Event, error) {
+	return a.credit(topUpID, amount, reference, "", true)
+}
+
+// credit decides a top-up; staff top-ups have a minimum, money a payment
+// provider already received has none (refusing it would lose it).
+func (a *Account) credit(topUpID string, amount money.Amount, reference, paymentIntent string, minimum bool) ([]Event, error) {
 	if !a.opened {
 		return nil, ErrNotFound
 	}
 	var verr validation.Error
-	if amount.Cmp(MinTopUp) < 0 {
+	switch {
+	case minimum && amount.Cmp(MinTopUp) < 0:
 		verr.Add("amount", "must be at least "+MinTopUp.String())
+	case !amount.IsPositive():
+		verr.Add("amount", "must be positive")
 	}
 	if msg := checkReference(reference); msg != "" {
 		verr.Add("reference", msg)
@@ -84,12 +93,8 @@ func (a *Account) TopUp(topUpID string, amount money.Amount, reference string) (
 	if a.status == StatusClosed {
 		return nil, ErrClosed
 	}
-	return []Event{ToppedUp{
-		TopUpID:     topUpID,
-		Amount:      amount,
-		Reference:   reference,
-		Transaction: a.topUpTransaction(amount),
-	}}, nil
+	return []Event{ToppedUp{TopUpID: topUpID, Amount: amount, Reference: reference,
+		PaymentIntent: paymentIntent, Transaction: a.topUpTransaction(amount)}}, nil
 }
 
 // MaxReferenceLen bounds references, which end up in events and statements.

@@ -76,30 +76,7 @@ func (a *Account) TopUpByPaymentIntent(pi string) (TopUp, bool) {
 // The reference (the provider's id for the payment) makes a repeated
 // notification a no-op.
 func (a *Account) TopUpPaid(topUpID string, amount money.Amount, reference, paymentIntent string) ([]Event, error) {
-	if !a.opened {
-		return nil, ErrNotFound
-	}
-	var verr validation.Error
-	if !amount.IsPositive() {
-		verr.Add("amount", "must be positive")
-	}
-	if msg := checkReference(reference); msg != "" {
-		verr.Add("reference", msg)
-	}
-	if err := verr.Err(); err != nil {
-		return nil, err
-	}
-	if prev, ok := a.topUps[reference]; ok {
-		if !prev.Amount.Equal(amount) {
-			return nil, ErrReferenceReused
-		}
-		return nil, nil
-	}
-	if a.status == StatusClosed {
-		return nil, ErrClosed
-	}
-	return []Event{ToppedUp{TopUpID: topUpID, Amount: amount, Reference: reference,
-		PaymentIntent: paymentIntent, Transaction: a.topUpTransaction(amount)}}, nil
+	return a.credit(topUpID, amount, reference, paymentIntent, false)
 }
 
 // topUpTransaction credits a top-up: to the receivable first, while the
