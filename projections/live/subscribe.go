@@ -43,12 +43,6 @@ type Subscription struct {
 	last           uint64
 }
 
-// Resumed tells whether the subscription replays what the client missed
-// (rather than starting with a snapshot).
-func (s *Subscription) Resumed() bool {
-	return len(s.initial) == 0 || s.initial[0].Type != "snapshot" && s.initial[0].Type != "platform"
-}
-
 // Subscribe registers a subscriber. A customer gets a snapshot first
 // unless its resume can be filled from the replay ring; staff get the
 // platform totals at once.
