@@ -16,9 +16,11 @@ cluster:
 # Every fault scenario at full length (make test runs a short version).
 faults:
 	LEDGER_FAULTS_FULL=1 $(GO) test -tags faults -race -count=1 -timeout 30m -run 'TestFaults' -v ./cmd/ledgerd-cluster
+	$(GO) test -tags faults -race -count=1 -timeout 5m -run 'TestQuorumLoss' -v ./adapters/app
 
 faults-short:
 	$(GO) test -tags faults -race -count=1 -timeout 15m -run 'TestFaults' -v ./cmd/ledgerd-cluster
+	$(GO) test -tags faults -race -count=1 -timeout 5m -run 'TestQuorumLoss' -v ./adapters/app
 
 build:
 	$(GO) build -o bin/ ./cmd/...
