@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 )
@@ -53,32 +54,10 @@ func checkAmount(cmd, s string) (string, error) {
 }
 
 func runTopup(ctx context.Context, c *cli, args []string) error {
-	fs := c.flags("topup")
-	ref := fs.String("reference", "", "the payment reference `REF` (bank transfer, invoice); the same one twice credits once (required)")
-	key := idempotencyFlag(fs)
-	pos, err := fs.parse(args, 2, 2)
-	if err != nil {
+	raw, hdr, done, err := postMovement(ctx, c, "topup", args, "reference",
+		"the payment reference `REF` (bank transfer, invoice); the same one twice credits once (required)", "topups")
+	if err != nil || done {
 		return err
-	}
-	amt, err := checkAmount("topup", pos[1])
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(*ref) == "" {
-		return usagef("topup", "--reference is required")
-	}
-	cl, err := c.postClient(*key)
-	if err != nil {
-		return err
-	}
-	var raw []byte
-	hdr, err := cl.doHeader(ctx, "POST", "/api/admin/accounts/"+esc(pos[0])+"/topups",
-		map[string]string{"amount": amt, "reference": *ref}, &raw)
-	if err != nil {
-		return err
-	}
-	if c.jsonOut {
-		return writeRaw(c.stdout, raw)
 	}
 	var out struct {
 		ID        string `json:"id"`
@@ -100,32 +79,10 @@ func runTopup(ctx context.Context, c *cli, args []string) error {
 }
 
 func runAdjust(ctx context.Context, c *cli, args []string) error {
-	fs := c.flags("adjust")
-	reason := fs.String("reason", "", "why, in `TEXT` kept in the audit trail (required)")
-	key := idempotencyFlag(fs)
-	pos, err := fs.parse(args, 2, 2)
-	if err != nil {
+	raw, hdr, done, err := postMovement(ctx, c, "adjust", args, "reason",
+		"why, in `TEXT` kept in the audit trail (required)", "adjustments")
+	if err != nil || done {
 		return err
-	}
-	amt, err := checkAmount("adjust", pos[1])
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(*reason) == "" {
-		return usagef("adjust", "--reason is required")
-	}
-	cl, err := c.postClient(*key)
-	if err != nil {
-		return err
-	}
-	var raw []byte
-	hdr, err := cl.doHeader(ctx, "POST", "/api/admin/accounts/"+esc(pos[0])+"/adjustments",
-		map[string]string{"amount": amt, "reason": *reason}, &raw)
-	if err != nil {
-		return err
-	}
-	if c.jsonOut {
-		return writeRaw(c.stdout, raw)
 	}
 	var out struct {
 		ID        string `json:"id"`
@@ -143,4 +100,38 @@ func runAdjust(ctx context.Context, c *cli, args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "Adjusted %s by %s (adjustment %s by %s: %s)%s.\n", out.AccountID, out.Amount, out.ID, out.Actor, out.Reason, again)
 	return nil
+}
+
+// postMovement is what topup and adjust share: ACC AMOUNT, one required
+// text flag sent as the body field of the same name, an idempotency key,
+// and a POST to the account's collection. done is true when --json has
+// already printed the answer.
+func postMovement(ctx context.Context, c *cli, cmd string, args []string, field, help, collection string) (raw []byte, hdr http.Header, done bool, err error) {
+	fs := c.flags(cmd)
+	text := fs.String(field, "", help)
+	key := idempotencyFlag(fs)
+	pos, err := fs.parse(args, 2, 2)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	amt, err := checkAmount(cmd, pos[1])
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if strings.TrimSpace(*text) == "" {
+		return nil, nil, false, usagef(cmd, "--%s is required", field)
+	}
+	cl, err := c.postClient(*key)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	hdr, err = cl.doHeader(ctx, "POST", "/api/admin/accounts/"+esc(pos[0])+"/"+collection,
+		map[string]string{"amount": amt, field: *text}, &raw)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if c.jsonOut {
+		return nil, nil, true, writeRaw(c.stdout, raw)
+	}
+	return raw, hdr, false, nil
 }
