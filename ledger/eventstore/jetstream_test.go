@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -43,6 +44,22 @@ func TestJetStreamContractReplicated(t *testing.T) {
 			Stream: fmt.Sprintf("R3_%d", n), SubjectPrefix: fmt.Sprintf("r3_%d", n), Replicas: 3, Storage: jetstream.FileStorage})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// A stream just created on a cluster answers only once its replicas
+		// have elected a leader (a loaded machine may take a while): the
+		// contract is about the store, not about that election.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st, err := js.Stream(context.Background(), fmt.Sprintf("R3_%d", n))
+			if err == nil {
+				if info, err := st.Info(context.Background()); err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the replicated stream elected no leader within 20 s")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		return s
 	})
