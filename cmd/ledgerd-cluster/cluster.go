@@ -23,8 +23,11 @@ import (
 // Spec describes a local cluster: NATS nodes, ledgerd instances (by role)
 // and where everything lives. Every address is on loopback.
 type Spec struct {
-	Dir       string   // root: bin/, nats-N/, pg/, ledgerd-N/, logs
-	NATSNodes int      // 3 for a quorum that survives one loss
+	Dir string // root: bin/, nats-N/, pg/, ledgerd-N/, logs
+	// NATSNodes is 3 for a quorum that survives one loss. 0 starts no
+	// NATS or Postgres: one ledgerd runs on its embedded server and
+	// Postgres, as a fresh install does.
+	NATSNodes int
 	Roles     []string // one ledgerd per entry, e.g. {"all", "all"}
 	// Env is added to every ledgerd's environment (timeouts, sweep
 	// interval...).
@@ -104,17 +107,23 @@ func moduleRoot() (string, error) {
 // returning once each ledgerd answers /readyz.
 func Start(ctx context.Context, spec Spec) (*Cluster, error) {
 	c := &Cluster{spec: spec}
+	if spec.NATSNodes == 0 && len(spec.Roles) != 1 {
+		// Each would start its own NATS and Postgres: separate ledgers.
+		return nil, fmt.Errorf("without NATS nodes, one ledgerd (not %d) runs on its embedded server", len(spec.Roles))
+	}
 	var err error
 	if c.natsBin, c.ledgerBin, err = Build(ctx, spec.Dir); err != nil {
 		return nil, err
 	}
-	if err := c.startNATSAll(); err != nil {
-		c.Stop()
-		return nil, err
-	}
-	if err := c.startPostgres(ctx); err != nil {
-		c.Stop()
-		return nil, err
+	if spec.NATSNodes > 0 {
+		if err := c.startNATSAll(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		if err := c.startPostgres(ctx); err != nil {
+			c.Stop()
+			return nil, err
+		}
 	}
 	if err := c.startLedgers(ctx); err != nil {
 		c.Stop()
@@ -150,11 +159,11 @@ func (c *Cluster) startNATSAll() error {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", r))
 	}
 	for i := range n {
-		dir := filepath.Join(c.spec.Dir, fmt.Sprintf("nats-%d", i+1))
+		dir := c.natsDir(i)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		conf := fmt.Sprintf(`server_name: n%d
+		conf := fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 max_payload: 8MB
 jetstream { store_dir: %q }
@@ -163,7 +172,7 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, i+1, c.natsPorts[i], filepath.Join(dir, "js"), c.routePort[i], strings.Join(routes, ", "))
+`, c.natsName(i), c.natsPorts[i], filepath.Join(dir, "js"), c.routePort[i], strings.Join(routes, ", "))
 		path := filepath.Join(dir, "nats.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return err
@@ -215,15 +224,25 @@ func (c *Cluster) startLedgers(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		env := append(os.Environ(),
-			"NATS_URL="+c.NATSURL(), "DATABASE_URL="+c.pg.DSN("ledgerd"), "LEDGER_STREAM_REPLICAS=3",
-			"LEDGER_DATA_DIR="+dir, fmt.Sprintf("LEDGER_HTTP_ADDR=127.0.0.1:%d", port),
+		env := append(os.Environ(), "LEDGER_DATA_DIR="+dir, fmt.Sprintf("LEDGER_HTTP_ADDR=127.0.0.1:%d", port),
 			// Instances must share these: sessions and callback secrets
 			// made on one are checked on another.
 			"LEDGER_JWT_SECRET=local-cluster-jwt-secret-0123456789abcdef",
 			"LEDGER_WEBHOOK_KEY=local-cluster-webhook-key-0123456789abcdef",
 			"LEDGER_ADMIN_EMAIL="+c.spec.AdminEmail, "LEDGER_ADMIN_PASSWORD="+c.spec.AdminPassword,
 			"LEDGER_DEMO=false")
+		if c.spec.NATSNodes > 0 {
+			env = append(env, "NATS_URL="+c.NATSURL(), "DATABASE_URL="+c.pg.DSN("ledgerd"), "LEDGER_STREAM_REPLICAS=3")
+		} else {
+			// Embedded whatever this shell says; and the embedded
+			// server's default port may be another ledgerd's.
+			natsPort, err := freePort()
+			if err != nil {
+				return err
+			}
+			env = append(env, "NATS_URL=", "DATABASE_URL=", "LEDGER_STREAM_REPLICAS=1",
+				fmt.Sprintf("LEDGER_NATS_ADDR=127.0.0.1:%d", natsPort))
+		}
 		env = append(env, c.spec.Env...)
 		p := &proc{name: fmt.Sprintf("ledgerd-%d", i+1), args: []string{c.ledgerBin, "--role", role}, env: env,
 			log: filepath.Join(dir, "ledgerd.log")}
@@ -372,6 +391,36 @@ func (c *Cluster) StartNATS(i int) error {
 	return waitTCP(fmt.Sprintf("127.0.0.1:%d", c.natsPorts[i]), 20*time.Second)
 }
 
+// ReplaceNATS starts node i, which must be down, on an empty store: a
+// replaced machine with the same name and ports but nothing on disk. The
+// cluster has to copy it every stream and consumer it holds a replica of.
+func (c *Cluster) ReplaceNATS(i int) error {
+	if c.nats[i].running() {
+		return fmt.Errorf("%s is running; kill it first", c.nats[i].name)
+	}
+	if err := os.RemoveAll(filepath.Join(c.natsDir(i), "js")); err != nil {
+		return err
+	}
+	return c.StartNATS(i)
+}
+
+// NATSNode is the index of the node a server name (as JetStream reports
+// leaders and peers) belongs to.
+func (c *Cluster) NATSNode(serverName string) (int, bool) {
+	for i := range c.nats {
+		if serverName == c.natsName(i) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (c *Cluster) natsName(i int) string { return fmt.Sprintf("n%d", i+1) }
+
+func (c *Cluster) natsDir(i int) string {
+	return filepath.Join(c.spec.Dir, fmt.Sprintf("nats-%d", i+1))
+}
+
 // KillLedgerd kill -9s instance i.
 func (c *Cluster) KillLedgerd(i int) error { return c.ledgerd[i].signal(syscall.SIGKILL) }
 
@@ -391,7 +440,7 @@ func (c *Cluster) RestartPostgres(ctx context.Context) error {
 // URL is instance i's HTTP base URL.
 func (c *Cluster) URL(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.httpPorts[i]) }
 
-// NATSURL lists every node.
+// NATSURL lists every node ("" when ledgerd embeds its server).
 func (c *Cluster) NATSURL() string {
 	urls := make([]string, len(c.natsPorts))
 	for i, p := range c.natsPorts {
@@ -400,8 +449,13 @@ func (c *Cluster) NATSURL() string {
 	return strings.Join(urls, ",")
 }
 
-// DatabaseURL is Postgres's connection URL.
-func (c *Cluster) DatabaseURL() string { return c.pg.DSN("ledgerd") }
+// DatabaseURL is Postgres's connection URL ("" when ledgerd embeds it).
+func (c *Cluster) DatabaseURL() string {
+	if c.pg == nil {
+		return ""
+	}
+	return c.pg.DSN("ledgerd")
+}
 
 // Stop ends every process: ledgerd first (SIGTERM: in-flight calls finish),
 // then NATS and Postgres.
