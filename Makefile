@@ -67,6 +67,8 @@ bench:
 	$(GO) test -run '^$$' -bench IdleStreams -benchtime 1x ./adapters/app
 	@echo "== start-up time (fresh data dir, restart on existing data)"
 	$(GO) test -run '^$$' -bench Startup -benchtime 3x ./adapters/app
+	@echo "== cluster: two ledgerd instances on a 3-node JetStream cluster (3 replicas) vs one on the embedded server; a killed NATS node replaced"
+	$(GO) test -run '^$$' -bench Cluster -benchtime 1x -timeout 15m ./cmd/ledgerd-cluster
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
