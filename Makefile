@@ -32,6 +32,8 @@ FUZZ_TARGETS = \
 	FuzzParse:./domain/money \
 	FuzzAccountInvariants:./domain/account \
 	FuzzEncodingMatchesEncodingJSON:./ledger/eventstore \
+	FuzzDecodeCommitMatchesEncodingJSON:./ledger/eventstore \
+	FuzzEventDecodingMatchesEncodingJSON:./ledger \
 	FuzzDecodeBodies:./adapters/httpapi \
 	FuzzCredential:./adapters/httpapi \
 	FuzzKeyParse:./projections/keyindex

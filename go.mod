@@ -18,6 +18,8 @@ require github.com/coder/websocket v1.8.15
 
 require github.com/stripe/stripe-go/v85 v85.0.0
 
+require github.com/goccy/go-json v0.12.0 // indirect
+
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect

@@ -126,7 +126,8 @@ func BenchmarkReplay(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := RunnerConfig{DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
-			Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient, MaxBatch: 5000}
+			Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient}
+		cfg.MaxBatch, cfg.MaxEvents = RebuildBatch()
 		b.StartTimer()
 		start := time.Now()
 		var runners []*Runner

@@ -44,10 +44,13 @@ type RunnerConfig struct {
 	// IsTransient tells a database outage (retry the batch until it
 	// passes) from a poison event (stop this projection and report it).
 	IsTransient func(error) bool
-	// MaxBatch bounds the commits per transaction; Linger is how long a
-	// batch waits for more messages once it has one.
-	MaxBatch int
-	Linger   time.Duration
+	// MaxBatch bounds the commits per transaction, MaxEvents the events
+	// (a commit may hold a hundred: one unbounded statement of a million
+	// rows costs more to build and parse than ten of a hundred thousand);
+	// Linger is how long a batch waits for more messages once it has one.
+	MaxBatch  int
+	MaxEvents int
+	Linger    time.Duration
 	// Poison, if set, receives a commit that stops a projection, so it can
 	// be inspected (and replayed) apart from the stream.
 	Poison PoisonSink
@@ -120,6 +123,9 @@ type Runner struct {
 func NewRunner(cfg RunnerConfig, proj Projection) *Runner {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxEvents == 0 {
+		cfg.MaxEvents = 10_000
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 2 * time.Millisecond
@@ -477,16 +483,21 @@ func (r *Runner) nextBatch(ctx context.Context, it jetstream.MessagesContext) ([
 		}
 		return nil, fmt.Errorf("next message: %w", err)
 	}
-	batch := []delivered{r.decode(first)}
-	for len(batch) < r.cfg.MaxBatch {
+	d := r.decode(first)
+	batch, events := []delivered{d}, d.events()
+	for len(batch) < r.cfg.MaxBatch && events < r.cfg.MaxEvents {
 		m, err := it.Next(jetstream.NextMaxWait(r.cfg.Linger))
 		if err != nil {
 			break // linger over (timeout) or iterator stopped; apply what we have
 		}
-		batch = append(batch, r.decode(m))
+		d := r.decode(m)
+		batch, events = append(batch, d), events+d.events()
 	}
 	return batch, nil
 }
+
+// events is how many events the delivery carries, decoded or not.
+func (d delivered) events() int { return len(d.commit.Events) + d.skipped }
 
 func (r *Runner) decode(m jetstream.Msg) delivered {
 	d := delivered{msg: m}

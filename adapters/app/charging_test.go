@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/adapters/callbacks"
+	"github.com/ledgerd/ledgerd/domain/account"
 )
 
 // chargingEnv is an app with one funded customer and an admin.
@@ -398,5 +399,44 @@ func TestNewAccountReadsItsOwnWallet(t *testing.T) {
 		if w := c.do("GET", "/api/v1/wallet", nil); w.Status != 200 || w.Body["balance"] != "0.00" {
 			t.Fatalf("account %d: wallet right after creation: %d %s", i, w.Status, w.Raw)
 		}
+	}
+}
+
+// TestCallEndedElsewhereAnswersItsOutcome: when a call's outcome is
+// written by someone else than its runner (its own capture whose answer
+// was lost and is then found done, another instance's sweeper), the
+// caller gets what the task came to, charged once, never a 503, which
+// says nothing was charged.
+func TestCallEndedElsewhereAnswersItsOutcome(t *testing.T) {
+	e := newChargingEnv(t, nil)
+	e.topUp("10.00", "fund")
+	e.model("slowish", map[string]any{"type": "image", "price": "1.00", "provider": "local", "options": map[string]any{"latency_ms": 1500}})
+	key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
+	c := withKey(e.anon, key)
+
+	answered := make(chan response, 1)
+	go func() {
+		cc := c
+		cc.t = t
+		answered <- cc.do("POST", "/api/v1/image/generate", map[string]string{"prompt": "x", "model": "slowish"}, "Idempotency-Key", "elsewhere-1")
+	}()
+	ctx := context.Background()
+	var taskID string
+	waitUntil(t, 5*time.Second, func() bool {
+		row, err := e.a.reader.TaskByIdempotencyKey(ctx, e.acc, "elsewhere-1")
+		taskID = row.ID
+		return err == nil
+	})
+	// The capture lands before the call's own runner gets to record it.
+	out := account.TaskOutput{ImageURL: "http://elsewhere.example/a.png", URLs: []string{"http://elsewhere.example/a.png"}}
+	if err := e.a.Ledger.CompleteTask(ctx, e.acc, taskID, out); err != nil {
+		t.Fatal(err)
+	}
+	r := <-answered
+	if r.Status != 200 || r.Body["taskId"] != taskID || r.Body["imageUrl"] != out.ImageURL || r.Body["cost"] != "1.00" {
+		t.Fatalf("call ended elsewhere: %d %s, want 200 with the recorded outcome", r.Status, r.Raw)
+	}
+	if got := e.wallet(); got != "9.00/0.00/9.00" {
+		t.Fatalf("wallet %s, want 9.00 (charged once)", got)
 	}
 }

@@ -187,15 +187,27 @@ func webhookSecrets(configured, dir string) (func(string) string, error) {
 }
 
 // leading runs fn only while this instance holds the named Postgres
-// advisory lock, so work that must happen once (callback delivery) runs on
-// one instance; the others wait to take over.
+// advisory lock, so work that must happen once (callback delivery, grant
+// expiry, renewals, alerts) runs on one instance; the others wait to take
+// over. If the lock's session dies (a Postgres restart), fn is stopped and
+// the lock taken again, by this instance or another.
 func (a *App) leading(ctx context.Context, name string, fn func(context.Context)) {
 	for ctx.Err() == nil {
-		release, ok, err := postgres.TryLock(ctx, a.db, name)
+		lease, ok, err := postgres.TryLock(ctx, a.db, name)
 		if err == nil && ok {
-			fn(ctx)
-			release()
-			return
+			lctx, cancel := context.WithCancel(ctx)
+			go func() {
+				select {
+				case <-lease.Lost():
+					a.log.Warn("lost the lock of a once-only loop; stopping it until the lock is taken again", "loop", name)
+					cancel()
+				case <-lctx.Done():
+				}
+			}()
+			fn(lctx)
+			cancel()
+			lease.Release()
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -85,6 +85,9 @@ var errorTable = []struct {
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "unavailable", "The request timed out"},
 }
 
+// statusClientClosed is what a request the client abandoned is logged with.
+const statusClientClosed = 499
+
 // errDatabase marks a read-model query that failed because Postgres is
 // unreachable.
 var errDatabase = errors.New("database unavailable")
@@ -138,8 +141,16 @@ type errorBody struct {
 // writeError renders err in the contract's format. Internal errors are
 // logged with their cause once, here, and the body says nothing more.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	ae, known := toAPIError(err)
 	log := s.log.With("request_id", requestID(r.Context()), "method", r.Method, "route", r.Pattern)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away and reads no answer: not a server fault.
+		// 499 (nginx's "client closed request") keeps it apart in logs
+		// and metrics; the work it started finishes or is resumed.
+		log.Info("client closed the request", "err", err)
+		w.WriteHeader(statusClientClosed)
+		return
+	}
+	ae, known := toAPIError(err)
 	switch {
 	case !known:
 		log.Error("internal error", "err", err)

@@ -402,10 +402,14 @@ func (s *Server) generate(r *http.Request, p Principal, c call, route string) (o
 		return outcome{}, err
 	}
 	if !result.Recorded {
-		// The outcome could not be written (event store unreachable); the
-		// task stays open and is resumed, so the caller must not be told
-		// it succeeded or failed.
-		return outcome{}, errStatus(http.StatusServiceUnavailable, "unavailable", "The outcome of this call could not be recorded yet; retry with the same Idempotency-Key")
+		// This call's runner did not write the outcome: it was written
+		// elsewhere (its own capture whose answer was lost, then found
+		// ended; another instance's sweeper), or it is yet to be (this
+		// instance is stopping; the task is resumed). Answer what the task
+		// came to, as a retry with the same Idempotency-Key would, never a
+		// 503: that says nothing was charged, and a client without a key
+		// would pay again for a call it had been charged for.
+		return s.await(r, p.AccountID, res.TaskID, true)
 	}
 	now := time.Now().UTC()
 	o.CompletedAt = &now

@@ -236,7 +236,7 @@ func (s *Subscriber) open(ctx context.Context, topic string) (jetstream.Messages
 // run feeds the subscription's messages to its channel until ctx ends.
 func (s *Subscriber) run(ctx context.Context, sub *subscription) {
 	defer close(sub.out)
-	defer sub.iter.Stop()
+	defer s.stop(sub.iter)
 	for {
 		jm, err := sub.iter.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -259,6 +259,28 @@ func (s *Subscriber) run(ctx context.Context, sub *subscription) {
 			return
 		}
 	}
+}
+
+// stop ends a subscription's pulling and waits until the server knows:
+// Stop only asks for the unsubscribe, and a pull request still open on the
+// server takes the next message for an inbox nobody reads, which then
+// comes back only after AckWait (a restarted subscriber would wait that
+// long for it). The server drops pull requests whose inbox has no
+// interest, so once the unsubscribe is flushed, the next message goes to
+// whoever subscribes next.
+func (s *Subscriber) stop(it jetstream.MessagesContext) {
+	it.Stop()
+	if s.cfg.Durable == "" {
+		return // an ordered consumer is this subscriber's alone
+	}
+	if c, ok := it.(interface{ Closed() <-chan struct{} }); ok {
+		// Normally at once; bounded, as Close promises to be quick.
+		select {
+		case <-c.Closed():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	_ = s.cfg.JS.Conn().FlushTimeout(time.Second)
 }
 
 // handle delivers one JetStream message and settles it. It reports false

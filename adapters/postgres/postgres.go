@@ -123,9 +123,24 @@ func IsTransient(err error) bool {
 		errors.Is(err, driverBadConn)
 }
 
-// TryLock takes a session-level advisory lock on a dedicated connection.
-// It is released by release, or by Postgres if this process dies.
-func TryLock(ctx context.Context, db *bun.DB, name string) (release func(), ok bool, err error) {
+// Lease is a session-level advisory lock held on a dedicated connection.
+// Postgres keeps it for as long as that session lives, and no longer: a
+// Postgres restart or a cut connection hands it to whoever asks next, so
+// the holder watches its session and says when the lock is gone.
+type Lease struct {
+	conn   bun.Conn
+	key    int64
+	lost   chan struct{}
+	stop   chan struct{}
+	closed chan struct{}
+}
+
+// leaseCheck is how often a lease checks that its session still lives.
+const leaseCheck = 500 * time.Millisecond
+
+// TryLock takes the named advisory lock if nobody holds it. ok is false
+// when another session does.
+func TryLock(ctx context.Context, db *bun.DB, name string) (lease *Lease, ok bool, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, false, err
@@ -135,8 +150,41 @@ func TryLock(ctx context.Context, db *bun.DB, name string) (release func(), ok b
 		conn.Close()
 		return nil, false, err
 	}
-	return func() {
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", key)
-		conn.Close()
-	}, true, nil
+	l := &Lease{conn: conn, key: key, lost: make(chan struct{}), stop: make(chan struct{}), closed: make(chan struct{})}
+	go l.watch()
+	return l, true, nil
+}
+
+// watch closes lost once the session holding the lock stops answering.
+func (l *Lease) watch() {
+	defer close(l.closed)
+	t := time.NewTicker(leaseCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*leaseCheck)
+		err := l.conn.PingContext(ctx)
+		cancel()
+		if err != nil {
+			close(l.lost)
+			return
+		}
+	}
+}
+
+// Lost is closed when the lock may be held by someone else now.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+// Release gives the lock back and closes its connection.
+func (l *Lease) Release() {
+	close(l.stop)
+	<-l.closed
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = l.conn.ExecContext(ctx, "SELECT pg_advisory_unlock(?)", l.key)
+	l.conn.Close()
 }

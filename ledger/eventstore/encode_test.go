@@ -3,6 +3,7 @@ package eventstore
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -42,6 +43,36 @@ func FuzzEncodingMatchesEncodingJSON(f *testing.F) {
 		}
 		if got := encodeCommit(&c); !bytes.Equal(got, want) {
 			t.Fatalf("commit\n got %s\nwant %s", got, want)
+		}
+	})
+}
+
+// FuzzDecodeCommitMatchesEncodingJSON holds DecodeCommit's JSON library to
+// encoding/json: any input either fails in both or gives the same commit.
+// The seeds include a commit as the store writes it.
+func FuzzDecodeCommitMatchesEncodingJSON(f *testing.F) {
+	e := Event{Seq: 7, ID: "evt_1", Type: "account.task_requested", Version: 1, AggregateType: "account",
+		AggregateID: "acc_1", OccurredAt: time.Date(2026, 11, 1, 2, 3, 4, 5, time.UTC), Actor: "key_1",
+		Data: json.RawMessage(`{"task_id":"gen_1","price":"0.80","input":{"prompt":"a <cat> \u2028"}}`), PrevHash: "ab", Hash: "cd"}
+	f.Add(encodeCommit(&Commit{ID: "cmt_1", Events: []Event{e, e}}))
+	f.Add([]byte(`{"id":"a\xff","events":[{"seq":1,"data":{"a":1},"occurred_at":"2026-01-01T00:00:00+02:00"}]}`))
+	f.Add([]byte(`{"ID":"x","Events":[{"SEQ":1e2,"data":[1,2]}],"events":null}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, gotErr := DecodeCommit(bytes.Clone(in), nil, 9, time.Time{}, Ref{Type: "account", ID: "acc_1"})
+		var want Commit
+		wantErr := json.Unmarshal(in, &want)
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("DecodeCommit error %v, encoding/json error %v", gotErr, wantErr)
+		}
+		if wantErr != nil {
+			return
+		}
+		want.Aggregate, want.StreamSeq = Ref{Type: "account", ID: "acc_1"}, 9
+		for i := range want.Events {
+			want.Events[i].StreamSeq = 9
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("DecodeCommit\n got %#v\nwant %#v", got, want)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
@@ -427,7 +428,11 @@ func (s *JetStream) encode(c Commit) (*nats.Msg, error) {
 // in which case it is taken from the headers.
 func DecodeCommit(data []byte, hdr nats.Header, streamSeq uint64, stored time.Time, ref Ref) (Commit, error) {
 	var c Commit
-	if err := json.Unmarshal(data, &c); err != nil {
+	// goccy/go-json reads a commit about seven times faster than
+	// encoding/json (which validates the whole body, then each event's
+	// data again); FuzzDecodeCommitMatchesEncodingJSON holds the two to
+	// the same results.
+	if err := gojson.Unmarshal(data, &c); err != nil {
 		return Commit{}, fmt.Errorf("decoding commit: %w", err)
 	}
 	if ref == (Ref{}) {
