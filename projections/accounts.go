@@ -7,7 +7,6 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/journal"
@@ -369,29 +368,29 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 	}
 	if len(ids) > 0 {
 		// An empty plan or status in the arrays means "unchanged".
-		_, err := tx.NewRaw(`UPDATE accounts a SET
+		_, err := columns(tx, `UPDATE accounts a SET
 			plan = COALESCE(NULLIF(d.plan, ''), a.plan),
 			status = COALESCE(NULLIF(d.status, ''), a.status),
 			version = d.version, updated_at = d.at
-			FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[], ?::timestamptz[]) AS d(id, plan, status, version, at)
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) AS d(id, plan, status, version, at)
 			WHERE a.id = d.id`,
-			pgdialect.Array(ids), pgdialect.Array(plans), pgdialect.Array(statuses),
-			pgdialect.Array(versions), pgdialect.Array(ats)).Exec(ctx)
+			ids, plans, statuses,
+			versions, ats).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("updating accounts: %w", err)
 		}
 	}
 	if len(wIDs) > 0 {
-		q := tx.NewRaw(`UPDATE wallets w SET
+		q := columns(tx, `UPDATE wallets w SET
 			available = w.available + d.available, held = w.held + d.held, owed = w.owed + d.owed,
 			credits = w.credits + d.credits, held_credits = w.held_credits + d.held_credits,
 			version = d.version, updated_at = d.at
-			FROM unnest(?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::timestamptz[])
+			FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[], $7::bigint[], $8::timestamptz[])
 				AS d(id, available, held, owed, credits, held_credits, version, at)
 			WHERE w.account_id = d.id`+returningWallets(out),
-			pgdialect.Array(wIDs), pgdialect.Array(decimalStrings(wAvail)), pgdialect.Array(decimalStrings(wHeld)),
-			pgdialect.Array(decimalStrings(wOwed)), pgdialect.Array(decimalStrings(wCredits)), pgdialect.Array(decimalStrings(wHeldCr)),
-			pgdialect.Array(wVersions), pgdialect.Array(wAts))
+			wIDs, decimalStrings(wAvail), decimalStrings(wHeld),
+			decimalStrings(wOwed), decimalStrings(wCredits), decimalStrings(wHeldCr),
+			wVersions, wAts)
 		var err error
 		if out == nil {
 			_, err = q.Exec(ctx)

@@ -125,6 +125,11 @@ func BenchmarkReplay(b *testing.B) {
 		if err := postgres.Migrate(context.Background(), db, slog.New(slog.DiscardHandler)); err != nil {
 			b.Fatal(err)
 		}
+		if x := os.Getenv("XSQL"); x != "" {
+			if _, err := db.ExecContext(context.Background(), x); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cfg := RunnerConfig{DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
 			Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient}
 		cfg.MaxBatch, cfg.MaxEvents = RebuildBatch()
@@ -136,11 +141,21 @@ func BenchmarkReplay(b *testing.B) {
 			runners = append(runners, NewRunner(cfg, p))
 			targets[p.Name()] = head
 		}
-		if err := CatchUpAll(context.Background(), runners, targets, nil); err != nil {
+		var doneMu sync.Mutex
+		finished := map[string]time.Duration{}
+		progress := func(name string, pos, _ uint64) {
+			if pos >= head {
+				doneMu.Lock()
+				finished[name] = time.Since(start).Round(100 * time.Millisecond)
+				doneMu.Unlock()
+			}
+		}
+		if err := CatchUpAll(context.Background(), runners, targets, progress); err != nil {
 			b.Fatal(err)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
+		b.Logf("each projection done after: %v", finished)
 		b.ReportMetric(elapsed.Seconds(), "replay-s")
 		b.ReportMetric(float64(total)/elapsed.Seconds(), "events/s")
 		db.Close()

@@ -143,8 +143,8 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 	return insertEntries(ctx, tx, rows)
 }
 
-// insertEntries writes statement lines column-wise through unnest (see
-// insertTasks).
+// insertEntries writes statement lines column-wise through unnest and
+// binary array parameters (see insertTasks and columnQuery).
 func insertEntries(ctx context.Context, tx bun.Tx, rows []EntryRow) error {
 	n := len(rows)
 	accounts, ids, types, amounts, balances := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -163,13 +163,12 @@ func insertEntries(ctx context.Context, tx bun.Tx, rows []EntryRow) error {
 		}
 		seqs[i], streams[i], ats[i] = r.Seq, int64(r.StreamSeq), r.CreatedAt
 	}
-	a := pgdialect.Array
-	_, err := tx.NewRaw(`INSERT INTO wallet_entries (account_id, seq, id, type, amount, balance_after, credits, credits_after,
+	_, err := columns(tx, `INSERT INTO wallet_entries (account_id, seq, id, type, amount, balance_after, credits, credits_after,
 			task_id, reference, created_at, stream_seq)
-		SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::numeric[], ?::numeric[],
-			?::text[], ?::text[], ?::timestamptz[], ?::bigint[])`,
-		a(accounts), a(seqs), a(ids), a(types), a(amounts), a(balances), a(credits), a(creditsAfter),
-		a(tasks), a(refs), a(ats), a(streams)).Exec(ctx)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[],
+			$9::text[], $10::text[], $11::timestamptz[], $12::bigint[])`,
+		accounts, seqs, ids, types, amounts, balances, credits, creditsAfter,
+		tasks, refs, ats, streams).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("inserting statement lines: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	gojson "github.com/goccy/go-json"
 	"github.com/shopspring/decimal"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -172,7 +171,8 @@ func (*Tasks) Wants(eventType string) bool { return isTaskEvent(eventType) }
 
 // insertTasks writes new rows column-wise through unnest: one short
 // statement with an array per column, which Postgres takes far faster than
-// a statement with a VALUES tuple per row.
+// a statement with a VALUES tuple per row, the arrays sent in binary
+// (columnQuery).
 func insertTasks(ctx context.Context, tx bun.Tx, order []string, rows map[string]*TaskRow) error {
 	n := len(order)
 	var (
@@ -198,8 +198,7 @@ func insertTasks(ctx context.Context, tx bun.Tx, order []string, rows map[string
 		cbURLs[i], cbStat[i], attempts[i], cbNext[i] = opt(r.CallbackURL), opt(r.CallbackStatus), r.CallbackAttempts, r.CallbackNextAt
 		requested[i], started[i], completed[i], holds[i], versions[i] = r.RequestedAt, r.StartedAt, r.CompletedAt, r.HoldExpiresAt, int64(r.Version)
 	}
-	a := pgdialect.Array
-	_, err := tx.NewRaw(`INSERT INTO tasks (id, account_id, key_id, model, type, status, price, cost, currency, provider,
+	_, err := columns(tx, `INSERT INTO tasks (id, account_id, key_id, model, type, status, price, cost, currency, provider,
 			provider_model, provider_ref, input, output, error_code, error_message, owner, idempotency_key, request_hash,
 			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
 			hold_expires_at, version)
@@ -207,17 +206,17 @@ func insertTasks(ctx context.Context, tx bun.Tx, order []string, rows map[string
 			provider_model, provider_ref, input::jsonb, output::jsonb, error_code, error_message, owner, idempotency_key, request_hash,
 			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
 			hold_expires_at, version
-		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::text[], ?::text[],
-			?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
-			?::text[], ?::text[], ?::int[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[],
-			?::timestamptz[], ?::bigint[])
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[], $9::text[], $10::text[],
+			$11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+			$20::text[], $21::text[], $22::int[], $23::timestamptz[], $24::timestamptz[], $25::timestamptz[], $26::timestamptz[],
+			$27::timestamptz[], $28::bigint[])
 		AS t(id, account_id, key_id, model, type, status, price, cost, currency, provider,
 			provider_model, provider_ref, input, output, error_code, error_message, owner, idempotency_key, request_hash,
 			callback_url, callback_status, callback_attempts, callback_next_at, requested_at, started_at, completed_at,
 			hold_expires_at, version)`,
-		a(ids), a(accounts), a(keys), a(models), a(types), a(statuses), a(prices), a(costs), a(currencies), a(providers),
-		a(pmodels), a(prefs), a(inputs), a(outputs), a(ecodes), a(emsgs), a(owners), a(ikeys), a(hashes),
-		a(cbURLs), a(cbStat), a(attempts), a(cbNext), a(requested), a(started), a(completed), a(holds), a(versions)).Exec(ctx)
+		ids, accounts, keys, models, types, statuses, prices, costs, currencies, providers,
+		pmodels, prefs, inputs, outputs, ecodes, emsgs, owners, ikeys, hashes,
+		cbURLs, cbStat, attempts, cbNext, requested, started, completed, holds, versions).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("inserting tasks: %w", err)
 	}
@@ -338,7 +337,7 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 	if returning {
 		ret = " RETURNING t.id, t.account_id, t.key_id, t.model, t.status, t.cost, t.requested_at, t.completed_at"
 	}
-	q := tx.NewRaw(`UPDATE tasks t SET
+	q := columns(tx, `UPDATE tasks t SET
 		status = COALESCE(d.status, t.status),
 		provider_ref = COALESCE(d.provider_ref, t.provider_ref),
 		owner = COALESCE(d.owner, t.owner),
@@ -359,14 +358,14 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 			WHEN d.clear_next THEN NULL
 			ELSE COALESCE(d.next_at, t.callback_next_at) END,
 		version = d.version
-		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[],
-			?::timestamptz[], ?::timestamptz[], ?::text[], ?::int[], ?::timestamptz[], ?::bool[], ?::bigint[])
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[],
+			$9::timestamptz[], $10::timestamptz[], $11::text[], $12::int[], $13::timestamptz[], $14::bool[], $15::bigint[])
 		AS d(id, status, provider_ref, owner, error_code, error_message, output, cost,
 			started_at, completed_at, callback_status, attempts, next_at, clear_next, version)
 		WHERE t.id = d.id`+ret,
-		pgdialect.Array(ids), pgdialect.Array(status), pgdialect.Array(ref), pgdialect.Array(owner), pgdialect.Array(ecode),
-		pgdialect.Array(emsg), pgdialect.Array(output), pgdialect.Array(cost), pgdialect.Array(started), pgdialect.Array(completed),
-		pgdialect.Array(cstatus), pgdialect.Array(attempts), pgdialect.Array(nextAt), pgdialect.Array(clearNext), pgdialect.Array(versions))
+		ids, status, ref, owner, ecode,
+		emsg, output, cost, started, completed,
+		cstatus, attempts, nextAt, clearNext, versions)
 	var after []TaskRow
 	var err error
 	if returning {

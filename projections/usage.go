@@ -154,14 +154,14 @@ func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		}
 	}
 	if len(keepIDs) > 0 {
-		if _, err := tx.NewRaw(`INSERT INTO usage_open_tasks (task_id, account_id, key_id, model)
-			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[])`,
-			pgdialect.Array(keepIDs), pgdialect.Array(keepAccounts), pgdialect.Array(keepKeys), pgdialect.Array(keepModels)).Exec(ctx); err != nil {
+		if _, err := columns(tx, `INSERT INTO usage_open_tasks (task_id, account_id, key_id, model)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])`,
+			keepIDs, keepAccounts, keepKeys, keepModels).Exec(ctx); err != nil {
 			return fmt.Errorf("remembering open tasks: %w", err)
 		}
 	}
 	if len(lookup) > 0 {
-		if _, err := tx.NewRaw("DELETE FROM usage_open_tasks WHERE task_id = ANY(?)", pgdialect.Array(lookup)).Exec(ctx); err != nil {
+		if _, err := columns(tx, "DELETE FROM usage_open_tasks WHERE task_id = ANY($1)", lookup).Exec(ctx); err != nil {
 			return err
 		}
 	}
@@ -206,12 +206,12 @@ func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount,
 		if out != nil && g.table == "usage_minute" {
 			returning = " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
 		}
-		q := tx.NewRaw(`INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
-			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[], ?::numeric[], ?::bigint[])
+		q := columns(tx, `INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::numeric[], $7::bigint[])
 			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
 				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`+returning,
-			pgdialect.Array(accs), pgdialect.Array(keys), pgdialect.Array(models), pgdialect.Array(buckets),
-			pgdialect.Array(calls), pgdialect.Array(spends), pgdialect.Array(fails))
+			accs, keys, models, buckets,
+			calls, spends, fails)
 		var err error
 		if returning == "" {
 			_, err = q.Exec(ctx)
@@ -234,10 +234,10 @@ func writeMonths(ctx context.Context, tx bun.Tx, months map[[2]string]*usageCoun
 	for k, c := range months {
 		keys, ms, calls, spends = append(keys, k[0]), append(ms, k[1]), append(calls, c.calls), append(spends, c.spend.String())
 	}
-	_, err := tx.NewRaw(`INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
-		SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::numeric[])
+	_, err := columns(tx, `INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::numeric[])
 		ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend`,
-		pgdialect.Array(keys), pgdialect.Array(ms), pgdialect.Array(calls), pgdialect.Array(spends)).Exec(ctx)
+		keys, ms, calls, spends).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("key_usage_month: %w", err)
 	}
@@ -246,7 +246,7 @@ func writeMonths(ctx context.Context, tx bun.Tx, months map[[2]string]*usageCoun
 
 // liveUsage runs the minute upsert and reports each bucket after it, with
 // what this batch added.
-func liveUsage(ctx context.Context, q *bun.RawQuery, counts map[usageKey]*usageCount, out *Changes) error {
+func liveUsage(ctx context.Context, q columnQuery, counts map[usageKey]*usageCount, out *Changes) error {
 	var after []struct {
 		AccountID string          `bun:"account_id"`
 		KeyID     string          `bun:"key_id"`

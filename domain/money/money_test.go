@@ -101,7 +101,18 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{"0.80", "10", "-1.5", "1e3", "NaN", "999999999999.99", ".5", "5."} {
 		f.Add(s)
 	}
+	for _, s := range []string{"-0", "007.50", "-999999999999.99", "1000000000000", "0.805", "-", "+1"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
+		// The common-form shortcut gives exactly what the general parser
+		// gives, down to the decimal's exponent.
+		if c, ok := parseCommon(s); ok {
+			g, err := parseGeneral(s)
+			if err != nil || !g.d.Equal(c.d) || g.d.Exponent() != c.d.Exponent() || g.String() != c.String() {
+				t.Fatalf("%q: shortcut %v (exp %d), general %v (exp %d) %v", s, c, c.d.Exponent(), g, g.d.Exponent(), err)
+			}
+		}
 		a, err := Parse(s)
 		if err != nil {
 			return
