@@ -175,6 +175,44 @@ func TestTwoInstancesStayCorrect(t *testing.T) {
 	}
 }
 
+// TestTwoInstancesHammerOneAccount: two instances writing one hot account
+// at once lose races to each other all the time; every command must still
+// land exactly once (none refused as contended), and the balance add up.
+func TestTwoInstancesHammerOneAccount(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "hot@example.com")
+	ls := []*ledger.Ledger{e.l, newLedger(t, e.store)}
+	ctx := context.Background()
+	const writers, each = 24, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers*each)
+	for i, l := range ls {
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range each {
+					if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("i%d-w%d-%d", i, w, k)); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("top-up refused: %v", err)
+	}
+	_, w, err := newLedger(t, e.store).Account(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := money.MustParse("7200.00"); !w.Available.Equal(want) {
+		t.Fatalf("available = %s, want %s", w.Available, want)
+	}
+}
+
 func TestTopUpRejectionsChangeNothing(t *testing.T) {
 	e := newEnv(t)
 	acc := createAccount(t, e.l, "carol@example.com")

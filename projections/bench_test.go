@@ -125,11 +125,6 @@ func BenchmarkReplay(b *testing.B) {
 		if err := postgres.Migrate(context.Background(), db, slog.New(slog.DiscardHandler)); err != nil {
 			b.Fatal(err)
 		}
-		if x := os.Getenv("XSQL"); x != "" {
-			if _, err := db.ExecContext(context.Background(), x); err != nil {
-				b.Fatal(err)
-			}
-		}
 		cfg := RunnerConfig{DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
 			Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient}
 		cfg.MaxBatch, cfg.MaxEvents = RebuildBatch()

@@ -192,7 +192,7 @@ func (s *Subscriber) open(ctx context.Context, topic string) (jetstream.Messages
 		if err != nil {
 			return nil, fmt.Errorf("natsbus: creating ordered consumer on %s %s: %w", s.cfg.Stream, topic, err)
 		}
-		iter, err := cons.Messages()
+		iter, err := cons.Messages(jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			return nil, fmt.Errorf("natsbus: consuming %s %s: %w", s.cfg.Stream, topic, err)
 		}
@@ -226,12 +226,18 @@ func (s *Subscriber) open(ctx context.Context, topic string) (jetstream.Messages
 	}
 	// Pull one message at a time: a prefetched message's AckWait would run
 	// out while it waits behind a slow one, and come back as a duplicate.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(1))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: consuming %s: %w", s.cfg.Durable, err)
 	}
 	return iter, nil
 }
+
+// pullExpiry bounds each pull request: a request the server no longer
+// holds (dropped with a connection, taken by a message for an inbox that
+// went away) leaves the subscription waiting until it expires or its
+// heartbeats go missing, which the default expiry puts at 30 s.
+const pullExpiry = 5 * time.Second
 
 // run feeds the subscription's messages to its channel until ctx ends.
 func (s *Subscriber) run(ctx context.Context, sub *subscription) {

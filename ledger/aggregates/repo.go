@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,7 +108,20 @@ func New[S State[E], E codec.Named](cfg Config[S, E]) *Repo[S, E] {
 
 // maxConflicts bounds how often a batch is re-decided after losing a race
 // to another writer before its commands fail.
-const maxConflicts = 8
+const maxConflicts = 12
+
+// conflictBackoff is how long a batch waits before its next try after
+// losing attempt races in a row: nothing after the first loss, then a
+// random wait up to a bound that doubles to 32 ms. Two instances writing
+// one hot account that both retried at once would keep colliding; the
+// jitter lets one through, and commands arriving meanwhile join the batch.
+func conflictBackoff(attempt int) time.Duration {
+	if attempt < 1 {
+		return 0
+	}
+	bound := time.Millisecond << min(attempt, 5)
+	return time.Duration(rand.Int64N(int64(bound)))
+}
 
 // ErrTooManyConflicts: the aggregate is contended beyond maxConflicts.
 var ErrTooManyConflicts = errors.New("aggregate contended: too many concurrent appends")
@@ -271,6 +285,16 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		e.loaded = false
 		switch {
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxConflicts:
+			if d := conflictBackoff(attempt); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					r.failAll(batch, ctx.Err())
+					return
+				case <-t.C:
+				}
+			}
 			continue
 		case errors.Is(err, eventstore.ErrConflict):
 			r.failAll(batch, fmt.Errorf("%w: %s", ErrTooManyConflicts, e.id))

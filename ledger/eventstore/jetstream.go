@@ -128,23 +128,42 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 	if err := checkRef(ref); err != nil {
 		return nil, err
 	}
-	subject := s.Subject(ref)
-	// Direct gets are answered by any replica, and a follower may not yet
-	// have applied what the leader acknowledged: on a replicated stream the
-	// leader names the subject's last sequence first, and the load goes on
-	// until it has reached it (read-your-writes, for the command side).
+	var commits []Commit
+	err := s.read(ctx, s.Subject(ref), after, func(msg *jetstream.RawStreamMsg) error {
+		c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
+		if err != nil {
+			return fmt.Errorf("at stream seq %d: %w", msg.Sequence, err)
+		}
+		commits = append(commits, c)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
+	}
+	return commits, nil
+}
+
+// read calls fn with every message on subject (wildcards allowed) after
+// stream sequence after, in stream order, through batched direct gets.
+// Direct gets are answered by any replica, and a follower may not yet
+// have applied what the leader acknowledged (for a while after a whole
+// cluster restarts, seconds): on a replicated stream the leader names the
+// subject's last sequence first, and the read goes on until it has reached
+// it. So a load sees the command side's own writes, and an audit, an as-of
+// balance or verify every event acknowledged before it began.
+func (s *JetStream) read(ctx context.Context, subject string, after uint64, fn func(*jetstream.RawStreamMsg) error) error {
 	var leaderLast uint64
 	if s.cfg.Replicas > 1 {
 		var err error
 		if leaderLast, err = s.lastSeqOnLeader(ctx, subject); err != nil {
-			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
+			return err
 		}
 	}
-	var commits []Commit
+	lagging := time.Time{}
 	for {
 		msgs, err := s.getBatch(ctx, subject, after)
 		if err != nil {
-			return nil, fmt.Errorf("eventstore: loading %s: %w", ref, err)
+			return err
 		}
 		more := false
 		for msg, err := range msgs {
@@ -152,29 +171,37 @@ func (s *JetStream) Load(ctx context.Context, ref Ref, after uint64) ([]Commit, 
 				break
 			}
 			if err != nil {
-				return nil, fmt.Errorf("eventstore: loading %s: %w", ref, classify(err))
+				return classify(err)
 			}
-			c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
-			if err != nil {
-				return nil, fmt.Errorf("eventstore: loading %s at stream seq %d: %w", ref, msg.Sequence, err)
+			if err := fn(msg); err != nil {
+				return err
 			}
-			commits = append(commits, c)
 			after = msg.Sequence
 			more = msg.Header.Get("Nats-Num-Pending") != "0"
 		}
 		if !more && after >= leaderLast {
-			return commits, nil
+			return nil
 		}
 		if !more {
-			// A lagging replica answered: ask again shortly.
+			// A lagging replica answered: ask again shortly (another
+			// replica may answer), for a bounded time.
+			if lagging.IsZero() {
+				lagging = time.Now()
+			} else if time.Since(lagging) > laggingBound {
+				return fmt.Errorf("%w: replicas behind the leader (at %d of %d) for %v", ErrUnavailable, after, leaderLast, laggingBound)
+			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("eventstore: loading %s: %w: replica behind the leader: %v", ref, ErrUnavailable, ctx.Err())
-			case <-time.After(time.Millisecond):
+				return fmt.Errorf("%w: replica behind the leader: %v", ErrUnavailable, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
 			}
 		}
 	}
 }
+
+// laggingBound is how long a read waits for the replicas answering direct
+// gets to catch up with the leader before it gives up (503).
+const laggingBound = 10 * time.Second
 
 // lastSeqOnLeader asks the stream's leader (the non-direct get API, which
 // only the leader answers) for the subject's last stream sequence; 0 when
@@ -534,35 +561,18 @@ func (s *JetStream) Scan(ctx context.Context, typ, id string, after uint64, fn f
 	case typ != "":
 		subject = s.cfg.SubjectPrefix + "." + typ + ".>"
 	}
-	for {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, loadBatch,
-			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject))
+	err := s.read(ctx, subject, after, func(msg *jetstream.RawStreamMsg) error {
+		ref, _ := s.ParseSubject(msg.Subject)
+		c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
 		if err != nil {
-			return fmt.Errorf("eventstore: scanning %s: %w", subject, classify(err))
+			return fmt.Errorf("at %d: %w", msg.Sequence, err)
 		}
-		more := false
-		for msg, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("eventstore: scanning %s: %w", subject, classify(err))
-			}
-			ref, _ := s.ParseSubject(msg.Subject)
-			c, err := DecodeCommit(msg.Data, msg.Header, msg.Sequence, msg.Time, ref)
-			if err != nil {
-				return fmt.Errorf("eventstore: %s at %d: %w", subject, msg.Sequence, err)
-			}
-			if err := fn(c); err != nil {
-				return err
-			}
-			after = msg.Sequence
-			more = msg.Header.Get("Nats-Num-Pending") != "0"
-		}
-		if !more {
-			return nil
-		}
+		return fn(c)
+	})
+	if err != nil {
+		return fmt.Errorf("eventstore: scanning %s: %w", subject, err)
 	}
+	return nil
 }
 
 // Head is the stream's last sequence.
