@@ -26,8 +26,11 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 # Every fuzz target as "<name> <package>". make test runs each briefly
-# (its committed corpus, then FUZZ_SHORT of new inputs); make fuzz runs each
-# for FUZZ_LONG. go test -fuzz takes one target and one package at a time.
+# (its committed corpus, then FUZZ_SHORT new inputs: a count, not a time,
+# since a short -fuzztime can run out while a loaded machine is still
+# replaying the corpus, and go test then fails with "context deadline
+# exceeded"); make fuzz runs each for FUZZ_LONG. go test -fuzz takes one
+# target and one package at a time.
 FUZZ_TARGETS = \
 	FuzzParse:./domain/money \
 	FuzzAccountInvariants:./domain/account \
@@ -37,7 +40,7 @@ FUZZ_TARGETS = \
 	FuzzDecodeBodies:./adapters/httpapi \
 	FuzzCredential:./adapters/httpapi \
 	FuzzKeyParse:./projections/keyindex
-FUZZ_SHORT ?= 2s
+FUZZ_SHORT ?= 3000x
 FUZZ_LONG  ?= 2m
 
 test: lint
