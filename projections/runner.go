@@ -51,6 +51,9 @@ type RunnerConfig struct {
 	MaxBatch  int
 	MaxEvents int
 	Linger    time.Duration
+	// BusyWindow is how long, from its first message, a batch that
+	// already holds busyBatch commits goes on collecting.
+	BusyWindow time.Duration
 	// Poison, if set, receives a commit that stops a projection, so it can
 	// be inspected (and replayed) apart from the stream.
 	Poison PoisonSink
@@ -129,6 +132,9 @@ func NewRunner(cfg RunnerConfig, proj Projection) *Runner {
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.BusyWindow == 0 {
+		cfg.BusyWindow = 20 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -485,8 +491,20 @@ func (r *Runner) nextBatch(ctx context.Context, it jetstream.MessagesContext) ([
 	}
 	d := r.decode(first)
 	batch, events := []delivered{d}, d.events()
+	window := time.Now().Add(r.cfg.BusyWindow)
 	for len(batch) < r.cfg.MaxBatch && events < r.cfg.MaxEvents {
-		m, err := it.Next(jetstream.NextMaxWait(r.cfg.Linger))
+		// A quiet stream does not hold a lone commit back for company:
+		// the batch ends after Linger without a message. A busy one
+		// (busyBatch commits already in hand) fills the window: fewer,
+		// larger transactions, the write cost that dominates under load,
+		// at a lag bounded by the window.
+		wait := r.cfg.Linger
+		if len(batch) >= busyBatch {
+			if wait = time.Until(window); wait < time.Millisecond {
+				break
+			}
+		}
+		m, err := it.Next(jetstream.NextMaxWait(wait))
 		if err != nil {
 			break // linger over (timeout) or iterator stopped; apply what we have
 		}
@@ -495,6 +513,10 @@ func (r *Runner) nextBatch(ctx context.Context, it jetstream.MessagesContext) ([
 	}
 	return batch, nil
 }
+
+// busyBatch is how many commits in hand make a batch collect for its
+// whole BusyWindow.
+const busyBatch = 16
 
 // events is how many events the delivery carries, decoded or not.
 func (d delivered) events() int { return len(d.commit.Events) + d.skipped }

@@ -69,7 +69,7 @@ func Migrate(ctx context.Context, db *bun.DB, log *slog.Logger) error {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
 	defer conn.Close()
-	key := lockKey("ledgerd-migrations")
+	key := LockKey("ledgerd-migrations")
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", key); err != nil {
 		return fmt.Errorf("postgres: migration lock: %w", err)
 	}
@@ -90,7 +90,9 @@ func Migrate(ctx context.Context, db *bun.DB, log *slog.Logger) error {
 	return nil
 }
 
-func lockKey(name string) int64 {
+// LockKey is the advisory lock key TryLock takes for name (pg_locks shows
+// it as classid, the high 32 bits, and objid, the low ones).
+func LockKey(name string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	return int64(h.Sum64() >> 1)
@@ -145,7 +147,7 @@ func TryLock(ctx context.Context, db *bun.DB, name string) (lease *Lease, ok boo
 	if err != nil {
 		return nil, false, err
 	}
-	key := lockKey(name)
+	key := LockKey(name)
 	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&ok); err != nil || !ok {
 		conn.Close()
 		return nil, false, err
