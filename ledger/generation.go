@@ -45,6 +45,14 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 		// land (a stream without quorum keeps it and stores it when the
 		// quorum returns). Such a task is released, not run: see InDoubt.
 		l.inDoubt.Store(req.TaskID, now)
+		if l.cfg.Doubts != nil {
+			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), doubtTimeout)
+			if merr := l.cfg.Doubts.Mark(mctx, accountID, req.TaskID); merr != nil {
+				l.cfg.Logger.Warn("recording a reservation in doubt; only this instance knows it until it restarts",
+					"task", req.TaskID, "account", accountID, "err", merr)
+			}
+			cancel()
+		}
 	}
 	if err != nil {
 		return Reservation{}, err
@@ -136,13 +144,24 @@ const defaultOwner = "inst_local"
 // InDoubt reports whether the task's reservation was answered 503 while
 // its append's outcome was unknown. If the append landed after all, the
 // sweeper releases the hold instead of running the call: the customer was
-// told it was refused. Kept in memory for a day; a restart forgets it (the
-// call is then resumed and charged only if it succeeds).
-func (l *Ledger) InDoubt(taskID string) bool {
-	v, ok := l.inDoubt.Load(taskID)
-	if ok && l.cfg.Now().Sub(v.(time.Time)) > 24*time.Hour {
+// told it was refused. This instance remembers its own for a day; with
+// Doubts set, every instance sees them, also after a restart. An error
+// means it cannot tell now (the sweeper then leaves the task for a later
+// round rather than run a call that may have been refused).
+func (l *Ledger) InDoubt(ctx context.Context, taskID string) (bool, error) {
+	if v, ok := l.inDoubt.Load(taskID); ok {
+		if l.cfg.Now().Sub(v.(time.Time)) <= 24*time.Hour {
+			return true, nil
+		}
 		l.inDoubt.Delete(taskID)
-		return false
 	}
-	return ok
+	if l.cfg.Doubts == nil {
+		return false, nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, doubtTimeout)
+	defer cancel()
+	return l.cfg.Doubts.Has(hctx, taskID)
 }
+
+// doubtTimeout bounds each use of Doubts: a 503 answer waits for it.
+const doubtTimeout = time.Second

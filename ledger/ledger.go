@@ -36,6 +36,16 @@ type Config struct {
 	OnCommit func(eventstore.Commit)
 	// Owner is this instance's id, recorded on the tasks it drives.
 	Owner string
+	// Doubts, if set, keeps the reservations answered 503 while their
+	// append's outcome was unknown where every instance, and this one
+	// after a restart, can see them (see InDoubt).
+	Doubts Doubts
+}
+
+// Doubts records reservations in doubt outside this process.
+type Doubts interface {
+	Mark(ctx context.Context, accountID, taskID string) error
+	Has(ctx context.Context, taskID string) (bool, error)
 }
 
 // Ledger executes commands.

@@ -132,7 +132,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.Ledger, err = ledger.New(a.store, ledger.Config{
 		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log, Owner: a.instance,
 		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
-		OnCommit: fol.apply,
+		OnCommit: fol.apply, Doubts: postgres.NewDoubts(a.db),
 	})
 	if err != nil {
 		return a, err

@@ -190,3 +190,26 @@ func (l *Lease) Release() {
 	_, _ = l.conn.ExecContext(ctx, "SELECT pg_advisory_unlock(?)", l.key)
 	l.conn.Close()
 }
+
+// Doubts keeps reservations in doubt (ledger.Doubts) in Postgres, where
+// every instance sees them and a restart keeps them.
+type Doubts struct{ db *bun.DB }
+
+// NewDoubts returns the store of reservations in doubt over db.
+func NewDoubts(db *bun.DB) *Doubts { return &Doubts{db: db} }
+
+// Mark records a reservation answered 503 with an unknown outcome.
+func (d *Doubts) Mark(ctx context.Context, accountID, taskID string) error {
+	_, err := d.db.ExecContext(ctx, `INSERT INTO reservations_in_doubt (task_id, account_id) VALUES (?, ?)
+		ON CONFLICT (task_id) DO NOTHING`, taskID, accountID)
+	return err
+}
+
+// Has reports whether a reservation was marked in doubt in the last day
+// (after that its hold has long expired and been released anyway).
+func (d *Doubts) Has(ctx context.Context, taskID string) (bool, error) {
+	var n int
+	err := d.db.NewRaw(`SELECT count(*) FROM reservations_in_doubt
+		WHERE task_id = ? AND marked_at > now() - interval '1 day'`, taskID).Scan(ctx, &n)
+	return n > 0, err
+}

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -38,7 +39,7 @@ type SweepLedger interface {
 	OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error)
 	// InDoubt: the caller was answered 503 while the reservation's append
 	// had an unknown outcome; if it landed, it is released, not run.
-	InDoubt(taskID string) bool
+	InDoubt(ctx context.Context, taskID string) (bool, error)
 	FailTask(ctx context.Context, accountID, taskID, code, reason string) error
 }
 
@@ -142,7 +143,11 @@ func (s *Sweeper) resume(ctx context.Context, t OpenTask) error {
 	if !open || h.Owner != s.Ledger.Owner() {
 		return nil // ended or adopted elsewhere since the read model saw it
 	}
-	if s.Ledger.InDoubt(t.ID) {
+	doubt, err := s.Ledger.InDoubt(ctx, t.ID)
+	if err != nil {
+		return fmt.Errorf("is the reservation in doubt: %w", err)
+	}
+	if doubt {
 		s.Log.Warn("releasing a call answered 503 whose reservation landed after all", "task", t.ID, "account", t.AccountID)
 		return s.Ledger.FailTask(ctx, t.AccountID, t.ID, CodeUnavailable, "the call was answered 503 (event store unavailable) while its reservation was in doubt")
 	}

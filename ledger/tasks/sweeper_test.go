@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -43,7 +44,12 @@ func (f *fakeLedger) AdoptTask(_ context.Context, _, id, from string) error {
 	f.holds[id] = h
 	return nil
 }
-func (f *fakeLedger) InDoubt(id string) bool { return id == "doubtful" }
+func (f *fakeLedger) InDoubt(_ context.Context, id string) (bool, error) {
+	if id == "unknowable" { // the record of doubts cannot be read now
+		return false, errors.New("postgres unreachable")
+	}
+	return id == "doubtful", nil
+}
 func (f *fakeLedger) OpenTask(_ context.Context, _, id string) (account.Hold, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -94,7 +100,7 @@ func (instant) Cancel(context.Context, Job, string) error { return nil }
 func TestSweep(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	led := &fakeLedger{holds: map[string]account.Hold{}}
-	for _, id := range []string{"expired", "busy", "mine", "alive", "orphan", "stale", "doubtful"} {
+	for _, id := range []string{"expired", "busy", "mine", "alive", "orphan", "stale", "doubtful", "unknowable"} {
 		led.holds[id] = account.Hold{TaskID: id, Owner: "inst_me"}
 	}
 	led.holds["alive"] = account.Hold{TaskID: "alive", Owner: "inst_alive"}
@@ -117,6 +123,7 @@ func TestSweep(t *testing.T) {
 		{ID: "stale", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 		{ID: "ended", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 		{ID: "doubtful", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
+		{ID: "unknowable", AccountID: "acc", Owner: "inst_me", Provider: "local", HoldExpiresAt: future},
 	}
 	s := &Sweeper{
 		Ledger: led, Runner: r, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
@@ -142,7 +149,8 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	for _, never := range []string{"release busy", "complete alive", "adopt alive from inst_alive", "release mine",
-		"submit stale", "submit ended", "complete ended", "submit doubtful", "complete doubtful"} {
+		"submit stale", "submit ended", "complete ended", "submit doubtful", "complete doubtful",
+		"submit unknowable", "complete unknowable", "fail unknowable unavailable"} {
 		if slices.Contains(calls, never) {
 			t.Errorf("unexpected %q in %v", never, calls)
 		}

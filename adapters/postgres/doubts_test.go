@@ -1,0 +1,110 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
+	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
+	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/ids"
+)
+
+// lostAnswers is the event store with its answers lost on demand: the
+// append is stored, but the caller hears "unavailable", and so does the
+// reload that would have found it.
+type lostAnswers struct {
+	eventstore.Store
+	lose atomic.Bool
+}
+
+func (s *lostAnswers) Append(ctx context.Context, a ...eventstore.Append) ([]uint64, error) {
+	seqs, err := s.Store.Append(ctx, a...)
+	if err == nil && s.lose.Load() {
+		return nil, eventstore.ErrUnavailable
+	}
+	return seqs, err
+}
+
+func (s *lostAnswers) Load(ctx context.Context, ref eventstore.Ref, after uint64) ([]eventstore.Commit, error) {
+	if s.lose.Load() {
+		return nil, eventstore.ErrUnavailable
+	}
+	return s.Store.Load(ctx, ref, after)
+}
+
+// A reservation answered 503 whose append landed after all is known to be
+// in doubt by every instance, and by this one after a restart: the
+// sweeper then releases it instead of running (and charging) a call the
+// customer was told was refused. Without the Postgres record only the
+// instance that answered knew it, until it restarted.
+func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	real, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &lostAnswers{Store: real}
+	newLedger := func(owner string, doubts ledger.Doubts) *ledger.Ledger {
+		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: doubts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	meta := ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+	a := newLedger("inst_a", postgres.NewDoubts(db))
+	acc, err := a.CreateAccount(ctx, meta, "doubt@example.com", "correct horse", account.PlanAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "fund"); err != nil {
+		t.Fatal(err)
+	}
+	taskID := ids.Generator{}.New("gen")
+	store.lose.Store(true)
+	_, err = a.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: taskID, Model: pricing.Defaults()[0],
+		Input: account.TaskInput{Prompt: "p"}, HoldTTL: 1e11})
+	store.lose.Store(false)
+	if !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("reserve with its answer lost: %v, want unavailable", err)
+	}
+
+	// The reservation is in the stream: the hold is there.
+	b := newLedger("inst_b", postgres.NewDoubts(db))
+	if _, open, err := b.OpenTask(ctx, acc.ID, taskID); err != nil || !open {
+		t.Fatalf("the reservation did not land: open=%v err=%v", open, err)
+	}
+	for name, l := range map[string]*ledger.Ledger{"the instance that answered": a, "another instance": b,
+		"the first after a restart": newLedger("inst_a", postgres.NewDoubts(db))} {
+		if doubt, err := l.InDoubt(ctx, taskID); err != nil || !doubt {
+			t.Errorf("%s: in doubt = %v, %v; want true", name, doubt, err)
+		}
+	}
+	if doubt, err := newLedger("inst_a", nil).InDoubt(ctx, taskID); err != nil || doubt {
+		t.Errorf("without the record a restarted instance says in doubt = %v, %v (it cannot know)", doubt, err)
+	}
+	if doubt, err := b.InDoubt(ctx, ids.Generator{}.New("gen")); err != nil || doubt {
+		t.Errorf("a task never answered 503: in doubt = %v, %v", doubt, err)
+	}
+}
