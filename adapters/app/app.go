@@ -433,8 +433,27 @@ func (a *App) checkNATS(ctx context.Context) error {
 	if info.Cluster != nil && info.Cluster.Leader == "" {
 		return fmt.Errorf("stream %s has no leader (no quorum)", a.store.StreamName())
 	}
+	// A leader that has lost its followers keeps answering stream info
+	// until it notices and steps down (up to about 15 s): count the
+	// replicas it has heard from lately instead.
+	if info.Cluster != nil && len(info.Cluster.Replicas) > 0 {
+		heard, total := 1, 1+len(info.Cluster.Replicas) // the leader itself
+		for _, p := range info.Cluster.Replicas {
+			if !p.Offline && p.Active < replicaSilence {
+				heard++
+			}
+		}
+		if 2*heard <= total {
+			return fmt.Errorf("stream %s has lost its quorum: the leader has heard from %d of %d replicas in %v",
+				a.store.StreamName(), heard, total, replicaSilence)
+		}
+	}
 	return nil
 }
+
+// replicaSilence is how long a stream replica may go unheard by the
+// leader before /readyz counts it out of the quorum.
+const replicaSilence = 3 * time.Second
 
 // flushKeyUse writes last_used_at for keys used since the last flush: at
 // most one write a second, whatever the request rate.
