@@ -10,21 +10,18 @@ import (
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/journal"
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
 // Accounts projects accounts, their wallets and their top-ups.
 type Accounts struct {
-	codec *codec.Codec[account.Event]
+	accountEvents
 }
 
 // NewAccounts returns the projection.
-func NewAccounts() *Accounts { return &Accounts{codec: ledger.AccountCodec()} }
+func NewAccounts() *Accounts { return &Accounts{accountEvents: newAccountEvents()} }
 
-func (*Accounts) Name() string             { return "accounts" }
-func (*Accounts) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+func (*Accounts) Name() string { return "accounts" }
 
 // AccountRow is the accounts read model.
 type AccountRow struct {
@@ -178,7 +175,7 @@ func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstor
 			order = append(order, id)
 		}
 		for i, ev := range c.Events {
-			d, err := accountEvent(p.codec, c, i)
+			d, err := p.event(c, i)
 			if err != nil {
 				return err
 			}

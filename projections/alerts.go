@@ -9,22 +9,19 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/ledgerd/ledgerd/domain/account"
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
 // Alerts projects low-balance alerts and their delivery, which the alert
 // dispatcher reads to know what is due.
 type Alerts struct {
-	codec *codec.Codec[account.Event]
+	accountEvents
 }
 
 // NewAlerts returns the projection.
-func NewAlerts() *Alerts { return &Alerts{codec: ledger.AccountCodec()} }
+func NewAlerts() *Alerts { return &Alerts{accountEvents: newAccountEvents()} }
 
-func (*Alerts) Name() string             { return "alerts" }
-func (*Alerts) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+func (*Alerts) Name() string { return "alerts" }
 
 // Wants implements Filter.
 func (*Alerts) Wants(t string) bool {
@@ -58,7 +55,7 @@ func (p *Alerts) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Comm
 			if !p.Wants(ev.Type) {
 				continue
 			}
-			d, err := accountEvent(p.codec, c, i)
+			d, err := p.event(c, i)
 			if err != nil {
 				return err
 			}

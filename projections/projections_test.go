@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,8 +55,20 @@ func newEnv(t *testing.T) *env {
 	}
 	return &env{db: db, js: js, store: store, l: l, cfg: RunnerConfig{
 		DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
-		Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient,
+		Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient, Lock: pgLock(db),
 	}}
+}
+
+// pgLock is the runner's lock as ledgerd wires it: a Postgres advisory
+// lock on its own session.
+func pgLock(db *bun.DB) func(context.Context, string) (Lease, bool, error) {
+	return func(ctx context.Context, name string) (Lease, bool, error) {
+		l, ok, err := postgres.TryLock(ctx, db, name)
+		if !ok {
+			return nil, false, err
+		}
+		return l, true, nil
+	}
 }
 
 // start runs a runner until the test ends (or stop is called).
@@ -243,4 +257,56 @@ func TestPoisonEventStopsOnlyItsProjection(t *testing.T) {
 	if got := w.Available.StringFixed(2); got != "60.00" {
 		t.Fatalf("available after retry = %s, want 60.00", got)
 	}
+}
+
+// A leader whose lock session dies stops applying (another instance may
+// lead now), takes the lock again and goes on from its stored position:
+// nothing is lost or counted twice.
+func TestLeaderStopsWhenItsLockIsLost(t *testing.T) {
+	e := newEnv(t)
+	var logs lockedBuffer
+	e.cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	r := NewRunner(e.cfg, NewAccounts())
+	e.start(t, r)
+	a := e.account(t, "lease@example.com")
+	waitFor(t, r, e.topUp(t, a.ID, "10.00", "r1"))
+
+	ctx := context.Background()
+	if _, err := e.db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+		AND granted AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = ?`, postgres.LockKey("projection:accounts")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), errLockLost.Error()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner did not notice its lock was lost; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, r, e.topUp(t, a.ID, "12.00", "r2"))
+	var available string
+	if err := e.db.NewRaw("SELECT available::text FROM wallets WHERE account_id = ?", a.ID).Scan(ctx, &available); err != nil {
+		t.Fatal(err)
+	}
+	if available != "22.00" {
+		t.Fatalf("available = %s after the lock was lost and taken again, want 22.00", available)
+	}
+}
+
+// lockedBuffer is a log sink safe for the runner's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

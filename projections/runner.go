@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -60,6 +59,10 @@ type RunnerConfig struct {
 	// Live, if set, hears what each batch of a LiveProjection changed,
 	// after the batch commits (and where each such projection starts).
 	Live Live
+	// Lock takes the named lock if no other instance holds it (ok false
+	// if one does); a projection applies only while it holds its lock.
+	// Required unless Follow.
+	Lock func(ctx context.Context, name string) (lease Lease, ok bool, err error)
 	// Follow makes the runner never lead: it only follows the leader's
 	// position (for reads that wait on their own writes, and for lag on
 	// /readyz). Instances without the projector role use it.
@@ -120,6 +123,12 @@ type Runner struct {
 	standbySince   time.Time
 	latencies      [4096]time.Duration
 	nLatency       int
+}
+
+// Lease is a held lock that says when it may be held elsewhere.
+type Lease interface {
+	Lost() <-chan struct{}
+	Release()
 }
 
 // NewRunner returns a runner for proj.
@@ -295,26 +304,18 @@ func (r *Runner) Run(ctx context.Context) {
 
 func (r *Runner) consumerName() string { return "proj_" + r.proj.Name() }
 
-// lead blocks until this instance holds the projection's advisory lock,
-// tracking the leader's position meanwhile, and returns the connection
-// that holds it. Postgres releases the lock if the holder's connection
-// dies, so a crashed leader is replaced within a poll interval.
-func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
-	key := lockKey("projection:" + r.proj.Name())
+// lead blocks until this instance holds the projection's lock, tracking
+// the leader's position meanwhile. A crashed leader's lock is freed with
+// its Postgres session, so it is replaced within a poll interval.
+func (r *Runner) lead(ctx context.Context) (Lease, error) {
 	for {
 		if !r.cfg.Follow {
-			conn, err := r.cfg.DB.Conn(ctx)
+			lease, ok, err := r.cfg.Lock(ctx, "projection:"+r.proj.Name())
 			if err != nil {
-				return bun.Conn{}, fmt.Errorf("lock connection: %w", err)
+				return nil, fmt.Errorf("projection lock: %w", err)
 			}
-			var got bool
-			err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", key).Scan(&got)
-			if err == nil && got {
-				return conn, nil
-			}
-			conn.Close()
-			if err != nil {
-				return bun.Conn{}, fmt.Errorf("projection lock: %w", err)
+			if ok {
+				return lease, nil
 			}
 		}
 		r.setState("standby", nil, 0)
@@ -338,7 +339,7 @@ func (r *Runner) lead(ctx context.Context) (bun.Conn, error) {
 			}
 			select {
 			case <-ctx.Done():
-				return bun.Conn{}, ctx.Err()
+				return nil, ctx.Err()
 			case <-time.After(standbyPoll):
 			}
 		}
@@ -388,24 +389,37 @@ func (r *Runner) updateStandbyLag() {
 // standbyPoll is how often a standby reads the leader's position.
 const standbyPoll = 20 * time.Millisecond
 
-func lockKey(name string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	return int64(h.Sum64() >> 1)
-}
-
-// consume runs one consumer session from the stored position.
+// consume leads, then runs one consumer session from the stored position.
 func (r *Runner) consume(ctx context.Context) error {
-	lock, err := r.lead(ctx)
+	lease, err := r.lead(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// Closing only returns the connection to the pool, still holding
-		// the session lock: release it first.
-		_, _ = lock.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", lockKey("projection:"+r.proj.Name()))
-		lock.Close()
+	defer lease.Release()
+	// Once the lock's session is gone another instance may lead: stop
+	// (the conditional position update would make its batches or ours
+	// change nothing, but both would read and decode everything).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel(errLockLost)
+		case <-ctx.Done():
+		}
 	}()
+	err = r.session(ctx)
+	if context.Cause(ctx) == errLockLost {
+		return errLockLost
+	}
+	return err
+}
+
+// errLockLost: the session holding the projection's lock died.
+var errLockLost = errors.New("lost the projection's lock")
+
+// session consumes from the stored position while this instance leads.
+func (r *Runner) session(ctx context.Context) error {
 	pos, events, err := r.loadPosition(ctx)
 	if err != nil {
 		return err

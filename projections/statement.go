@@ -11,8 +11,6 @@ import (
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/journal"
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
@@ -23,14 +21,13 @@ import (
 // changing either, so they are not lines — unless a release returns a
 // grant's part after the grant expired: that part expires then.
 type Statement struct {
-	codec *codec.Codec[account.Event]
+	accountEvents
 }
 
 // NewStatement returns the projection.
-func NewStatement() *Statement { return &Statement{codec: ledger.AccountCodec()} }
+func NewStatement() *Statement { return &Statement{accountEvents: newAccountEvents()} }
 
-func (*Statement) Name() string             { return "statement" }
-func (*Statement) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+func (*Statement) Name() string { return "statement" }
 
 // Wants implements Filter.
 func (*Statement) Wants(t string) bool {
@@ -69,7 +66,7 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			if !p.Wants(ev.Type) {
 				continue
 			}
-			d, err := accountEvent(p.codec, c, i)
+			d, err := p.event(c, i)
 			if err != nil {
 				return err
 			}

@@ -11,21 +11,18 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/ledgerd/ledgerd/domain/account"
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
 // Tasks projects generation tasks: status, cost, outputs, timings.
 type Tasks struct {
-	codec *codec.Codec[account.Event]
+	accountEvents
 }
 
 // NewTasks returns the projection.
-func NewTasks() *Tasks { return &Tasks{codec: ledger.AccountCodec()} }
+func NewTasks() *Tasks { return &Tasks{accountEvents: newAccountEvents()} }
 
-func (*Tasks) Name() string             { return "tasks" }
-func (*Tasks) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+func (*Tasks) Name() string { return "tasks" }
 
 // TaskRow is the tasks read model.
 type TaskRow struct {
@@ -106,7 +103,7 @@ func (p *Tasks) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			if !isTaskEvent(ev.Type) {
 				continue
 			}
-			d, err := accountEvent(p.codec, c, i)
+			d, err := p.event(c, i)
 			if err != nil {
 				return err
 			}

@@ -10,8 +10,6 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/ledgerd/ledgerd/domain/account"
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/codec"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
@@ -21,14 +19,13 @@ import (
 // failure. It needs each task's key and model, which only the request
 // carries, so it remembers open tasks in its own table.
 type Usage struct {
-	codec *codec.Codec[account.Event]
+	accountEvents
 }
 
 // NewUsage returns the projection.
-func NewUsage() *Usage { return &Usage{codec: ledger.AccountCodec()} }
+func NewUsage() *Usage { return &Usage{accountEvents: newAccountEvents()} }
 
-func (*Usage) Name() string             { return "usage" }
-func (*Usage) AggregateTypes() []string { return []string{ledger.TypeAccount} }
+func (*Usage) Name() string { return "usage" }
 
 // Wants implements Filter.
 func (*Usage) Wants(t string) bool {
@@ -72,7 +69,7 @@ func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			if !p.Wants(ev.Type) {
 				continue
 			}
-			d, err := accountEvent(p.codec, c, i)
+			d, err := p.event(c, i)
 			if err != nil {
 				return err
 			}

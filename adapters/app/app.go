@@ -186,6 +186,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	runnerCfg := projections.RunnerConfig{
 		DB: a.db, JS: js, Stream: a.store.StreamName(), SubjectPrefix: a.store.SubjectPrefix(),
 		Logger: log, IsTransient: postgres.IsTransient, Poison: poisonSink{pub: pub, log: log}, Live: a.Hub,
+		Lock: func(ctx context.Context, name string) (projections.Lease, bool, error) {
+			l, ok, err := postgres.TryLock(ctx, a.db, name)
+			if !ok {
+				return nil, false, err // never a typed nil in the interface
+			}
+			return l, true, nil
+		},
 	}
 	// Without the projector role the projections only follow the
 	// leader's position: reads here still wait for their own writes.
