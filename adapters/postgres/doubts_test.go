@@ -107,4 +107,24 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	if doubt, err := b.InDoubt(ctx, ids.Generator{}.New("gen")); err != nil || doubt {
 		t.Errorf("a task never answered 503: in doubt = %v, %v", doubt, err)
 	}
+
+	// Postgres down as well when the 503 is sent: the answering instance
+	// still knows (in memory), and the call is still refused.
+	down, err := postgres.Open(ctx, pgtest.NewDatabase(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	c := newLedger("inst_c", postgres.NewDoubts(down))
+	second := ids.Generator{}.New("gen")
+	store.lose.Store(true)
+	_, err = c.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: second, Model: pricing.Defaults()[0],
+		Input: account.TaskInput{Prompt: "p"}, HoldTTL: 1e11})
+	store.lose.Store(false)
+	if !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("reserve with its answer lost and Postgres down: %v, want unavailable", err)
+	}
+	if doubt, err := c.InDoubt(ctx, second); err != nil || !doubt {
+		t.Errorf("the answering instance forgot a reservation in doubt it could not record: %v, %v", doubt, err)
+	}
 }
