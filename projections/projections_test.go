@@ -310,3 +310,62 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A Set reads the stream once for all its projections: one durable
+// consumer (the per-projection consumers of earlier versions are
+// removed), every commit delivered to it once, and every projection's
+// position at the head afterwards, including the one that reads none of
+// the commits.
+func TestSetReadsTheStreamOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	stream, err := e.js.Stream(ctx, e.cfg.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A consumer left by a version that read once per projection.
+	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "proj_accounts", AckPolicy: jetstream.AckAllPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	set := NewSet(e.cfg, NewAccounts(), NewTasks(), NewUsers())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go set.Run(ctx)
+
+	a := e.account(t, "once@example.com")
+	var last uint64
+	for i := range 30 {
+		last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i))
+	}
+	for _, name := range []string{"accounts", "tasks", "users"} {
+		waitFor(t, set.Runner(name), last)
+	}
+	w, err := NewReader(e.db).Wallet(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Available.StringFixed(2); got != "300.00" {
+		t.Fatalf("available = %s, want 300.00", got)
+	}
+	var names []string
+	for n := range stream.ConsumerNames(ctx).Name() {
+		names = append(names, n)
+	}
+	if len(names) != 1 || names[0] != "proj_accounts-tasks-users" {
+		t.Fatalf("consumers = %v, want only proj_accounts-tasks-users", names)
+	}
+	cons, err := stream.Consumer(ctx, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every commit of the stream is an account's or a user's: each was
+	// delivered once, and all are acknowledged.
+	if info.Delivered.Stream != last || info.Delivered.Consumer != last || info.AckFloor.Stream != last {
+		t.Fatalf("consumer delivered %d (stream seq %d), acknowledged to %d; want all %d once",
+			info.Delivered.Consumer, info.Delivered.Stream, info.AckFloor.Stream, last)
+	}
+}

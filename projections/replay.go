@@ -11,9 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
-
-	"github.com/ledgerd/ledgerd/ledger"
-	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
 // ReadModelTables are every table the projections write, with the
@@ -141,7 +138,7 @@ func (rp *Replayer) run(ctx context.Context) (ReplayResult, error) {
 	// Hold the live projections still, at or past where the rebuild is,
 	// and bring the rebuild to exactly their positions.
 	rp.set(func(p *ReplayProgress) { p.Phase = "catching_up" })
-	live := map[string]*Runner{}
+	var live []*Runner // in the set's order, the order its batches take them in
 	for _, r := range runners {
 		lr := rp.Set.Runner(r.Name())
 		if lr == nil {
@@ -153,11 +150,11 @@ func (rp *Replayer) run(ctx context.Context) (ReplayResult, error) {
 		if err != nil {
 			return ReplayResult{}, fmt.Errorf("live projection %s is behind the rebuild: %w", r.Name(), err)
 		}
-		live[r.Name()] = lr
+		live = append(live, lr)
 	}
 	targets := map[string]uint64{}
-	for name, lr := range live {
-		targets[name] = lr.Pause()
+	for _, lr := range live {
+		targets[lr.Name()] = lr.Pause()
 	}
 	defer func() {
 		for _, lr := range live {
@@ -303,6 +300,7 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 	if pos >= target {
 		return nil
 	}
+	g := newGroup(r.cfg, []*Runner{r})
 	var filters []string
 	for _, t := range r.proj.AggregateTypes() {
 		filters = append(filters, r.cfg.SubjectPrefix+"."+t+".>")
@@ -346,7 +344,7 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 				}
 				return err
 			}
-			d := r.decode(m)
+			d := r.share(g.decode(m, []*Runner{r}))
 			if d.commit.StreamSeq > target {
 				done = true
 				break
@@ -376,7 +374,6 @@ type feed struct {
 	ch     chan delivered
 	start  uint64
 	target uint64
-	types  map[string]bool
 }
 
 // CatchUpAll brings several runners up to their targets from one reading
@@ -390,6 +387,7 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 		return nil
 	}
 	cfg := runners[0].cfg
+	g := newGroup(cfg, runners)
 	var feeds []*feed
 	from, upTo := ^uint64(0), uint64(0)
 	for _, r := range runners {
@@ -397,10 +395,7 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 		if err != nil {
 			return err
 		}
-		f := &feed{r: r, ch: make(chan delivered, 4096), start: pos, target: targets[r.Name()], types: map[string]bool{}}
-		for _, t := range r.proj.AggregateTypes() {
-			f.types[t] = true
-		}
+		f := &feed{r: r, ch: make(chan delivered, 4096), start: pos, target: targets[r.Name()]}
 		if pos >= f.target {
 			continue
 		}
@@ -454,26 +449,13 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 		s   *slot
 		msg jetstream.Msg
 	}, 256)
-	codec := ledger.AccountCodec()
 	var dwg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		dwg.Add(1)
 		go func() {
 			defer dwg.Done()
 			for w := range work {
-				md, _ := w.msg.Metadata()
-				d := &w.s.d
-				d.commit, d.err = eventstore.DecodeCommit(w.msg.Data(), w.msg.Headers(), md.Sequence.Stream, md.Timestamp, eventstore.Ref{})
-				if d.err == nil && d.commit.Aggregate.Type == ledger.TypeAccount {
-					d.commit.Decoded = make([]any, len(d.commit.Events))
-					for i, ev := range d.commit.Events {
-						// One that fails is left for the projection to
-						// decode and report as a poison event.
-						if e, err := codec.Decode(ev.Type, ev.Version, ev.Data); err == nil {
-							d.commit.Decoded[i] = e
-						}
-					}
-				}
+				w.s.d = g.decode(w.msg, runners)
 				close(w.s.done)
 			}
 		}()
@@ -529,9 +511,11 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 			<-s.done
 			d := s.d
 			for _, f := range feeds {
-				if f.types[d.commit.Aggregate.Type] && d.commit.StreamSeq > f.start && d.commit.StreamSeq <= f.target {
+				// Every projection's position moves with each commit of the
+				// types the set reads, as a live Set's do.
+				if g.reads(d.aggType) && d.commit.StreamSeq > f.start && d.commit.StreamSeq <= f.target {
 					select {
-					case f.ch <- d:
+					case f.ch <- f.r.share(d):
 					case <-ctx.Done():
 						return ctx.Err()
 					}

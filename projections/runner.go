@@ -1,9 +1,9 @@
 // Package projections builds the read models in Postgres from the event
-// stream. Each projection consumes the stream with its own durable
-// JetStream consumer and applies commits in batches: one transaction per
-// batch writes the rows and the projection's stream position together, and
-// only then are the messages acknowledged. A redelivered message is at or
-// below the stored position and is skipped, so every event is applied
+// stream. The projections of a Set read the stream together through one
+// durable JetStream consumer and apply commits in batches: one transaction
+// per batch writes every projection's rows and stream position together,
+// and only then are the messages acknowledged. A redelivered message is at
+// or below the stored positions and is skipped, so every event is applied
 // exactly once whatever crashes in between.
 package projections
 
@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -123,6 +124,8 @@ type Runner struct {
 	standbySince   time.Time
 	latencies      [4096]time.Duration
 	nLatency       int
+	// parked: a poison event stopped the projection until Retry.
+	parked atomic.Bool
 }
 
 // Lease is a held lock that says when it may be held elsewhere.
@@ -271,104 +274,30 @@ func (r *Runner) recordLatency(ds []delivered) {
 	}
 }
 
-// errPoison stops consumption until Retry.
+// errPoison: a poison event parked the projection until Retry.
 var errPoison = errors.New("poison event")
 
-// Run consumes until ctx ends. Failures to reach NATS or Postgres are
-// retried with backoff; a poison event parks the projection until Retry.
-func (r *Runner) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := r.consume(ctx)
-		switch {
-		case ctx.Err() != nil:
-		case errors.Is(err, errPoison):
-			select {
-			case <-ctx.Done():
-			case <-r.retry:
-				r.log.Info("retrying after poison event")
-			}
-			backoff = 100 * time.Millisecond
-		default:
-			r.setState("retrying", err, 0)
-			r.log.Warn("projection interrupted; retrying", "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
-		}
-	}
-	r.setState("stopped", nil, 0)
-}
+// Run consumes until ctx ends, as a group of one (a Set reads for all its
+// projections at once).
+func (r *Runner) Run(ctx context.Context) { newGroup(r.cfg, []*Runner{r}).run(ctx) }
 
-func (r *Runner) consumerName() string { return "proj_" + r.proj.Name() }
-
-// lead blocks until this instance holds the projection's lock, tracking
-// the leader's position meanwhile. A crashed leader's lock is freed with
-// its Postgres session, so it is replaced within a poll interval.
-func (r *Runner) lead(ctx context.Context) (Lease, error) {
-	for {
-		if !r.cfg.Follow {
-			lease, ok, err := r.cfg.Lock(ctx, "projection:"+r.proj.Name())
-			if err != nil {
-				return nil, fmt.Errorf("projection lock: %w", err)
-			}
-			if ok {
-				return lease, nil
-			}
-		}
-		r.setState("standby", nil, 0)
-		// Another instance applies; follow its position so reads here can
-		// still wait for their own writes, and the stream's head so the
-		// lag (and /readyz) tells when the leader stalls.
-		r.followHead(ctx)
-		deadline := time.Now().Add(time.Second)
-		for time.Now().Before(deadline) {
-			if pos, events, err := r.loadPosition(ctx); err == nil {
-				r.mu.Lock()
-				moved := pos > r.status.Position
-				r.status.Position, r.status.Events = max(pos, r.status.Position), events
-				if moved {
-					close(r.advanced)
-					r.advanced = make(chan struct{})
-					r.standbyMoved = time.Now()
-				}
-				r.updateStandbyLag()
-				r.mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(standbyPoll):
-			}
-		}
-	}
-}
-
-// followHead reads how much the leader's durable consumer has yet to
-// apply (pending plus delivered-unacked), for a standby's lag. The
-// consumer filters the projection's subjects, so this counts only what the
-// projection would apply. A failure leaves the last known figure: the
-// event-store check on /readyz reports an unreachable stream.
-func (r *Runner) followHead(ctx context.Context) {
-	if r.cfg.JS == nil {
-		return
-	}
-	hctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	cons, err := r.cfg.JS.Consumer(hctx, r.cfg.Stream, r.consumerName())
-	if err != nil {
-		return
-	}
-	info, err := cons.Info(hctx)
+// followPosition reads where the leading instance has brought the
+// projection.
+func (r *Runner) followPosition(ctx context.Context) {
+	pos, events, err := r.loadPosition(ctx)
 	if err != nil {
 		return
 	}
 	r.mu.Lock()
-	r.standbyPending = info.NumPending + uint64(info.NumAckPending)
+	defer r.mu.Unlock()
+	moved := pos > r.status.Position
+	r.status.Position, r.status.Events = max(pos, r.status.Position), events
+	if moved {
+		close(r.advanced)
+		r.advanced = make(chan struct{})
+		r.standbyMoved = time.Now()
+	}
 	r.updateStandbyLag()
-	r.mu.Unlock()
 }
 
 // updateStandbyLag sets a standby's lag: in events, what the leader's
@@ -386,103 +315,6 @@ func (r *Runner) updateStandbyLag() {
 	}
 }
 
-// standbyPoll is how often a standby reads the leader's position.
-const standbyPoll = 20 * time.Millisecond
-
-// consume leads, then runs one consumer session from the stored position.
-func (r *Runner) consume(ctx context.Context) error {
-	lease, err := r.lead(ctx)
-	if err != nil {
-		return err
-	}
-	defer lease.Release()
-	// Once the lock's session is gone another instance may lead: stop
-	// (the conditional position update would make its batches or ours
-	// change nothing, but both would read and decode everything).
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-lease.Lost():
-			cancel(errLockLost)
-		case <-ctx.Done():
-		}
-	}()
-	err = r.session(ctx)
-	if context.Cause(ctx) == errLockLost {
-		return errLockLost
-	}
-	return err
-}
-
-// errLockLost: the session holding the projection's lock died.
-var errLockLost = errors.New("lost the projection's lock")
-
-// session consumes from the stored position while this instance leads.
-func (r *Runner) session(ctx context.Context) error {
-	pos, events, err := r.loadPosition(ctx)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	if pos > r.status.Position || r.status.Position == 0 {
-		r.status.Position, r.status.Events = pos, events
-	}
-	r.mu.Unlock()
-	if _, ok := r.proj.(LiveProjection); ok && r.cfg.Live != nil {
-		r.cfg.Live.Applied(Changes{Projection: r.proj.Name(), Position: pos})
-	}
-	cons, err := r.ensureConsumer(ctx, pos)
-	if err != nil {
-		return err
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*r.cfg.MaxBatch, pullBytes))
-	if err != nil {
-		return fmt.Errorf("consuming: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	r.setState("running", nil, 0)
-
-	var lastDelivery uint64
-	for {
-		batch, err := r.nextBatch(ctx, it)
-		if err != nil {
-			return err
-		}
-		// Deliveries are numbered by the consumer without gaps. A gap means
-		// a pull response was lost (a NATS node died with it in flight):
-		// applying past it would ack the lost commits too (the consumer acks
-		// everything up to what is acknowledged) and the read model would
-		// never see them. Apply what came before the gap and start a new
-		// session from the stored position instead.
-		cut := len(batch)
-		for i, d := range batch {
-			if d.delivery == 0 {
-				continue
-			}
-			if lastDelivery != 0 && d.delivery != lastDelivery+1 {
-				cut = i
-				break
-			}
-			lastDelivery = d.delivery
-		}
-		if cut > 0 {
-			if err := r.applyBatch(ctx, &pos, batch[:cut]); err != nil {
-				return err
-			}
-		}
-		if cut < len(batch) {
-			return fmt.Errorf("%w: delivery %d after %d; reading again from position %d",
-				errDeliveryGap, batch[cut].delivery, lastDelivery, pos)
-		}
-	}
-}
-
-// errDeliveryGap: the consumer skipped deliveries this session never saw.
-var errDeliveryGap = errors.New("deliveries lost in transit")
-
 type delivered struct {
 	msg     jetstream.Msg
 	commit  eventstore.Commit
@@ -491,86 +323,32 @@ type delivered struct {
 	skipped int // events in a commit not decoded (filtered out)
 	// delivery is the consumer's delivery number (0: unknown).
 	delivery uint64
+	// subject, aggregate type and event types, from the message.
+	subject, aggType, types string
 }
-
-// nextBatch blocks for one message, then takes whatever else arrives
-// within the linger time, up to MaxBatch.
-func (r *Runner) nextBatch(ctx context.Context, it jetstream.MessagesContext) ([]delivered, error) {
-	first, err := it.Next()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("next message: %w", err)
-	}
-	d := r.decode(first)
-	batch, events := []delivered{d}, d.events()
-	window := time.Now().Add(r.cfg.BusyWindow)
-	for len(batch) < r.cfg.MaxBatch && events < r.cfg.MaxEvents {
-		// A quiet stream does not hold a lone commit back for company:
-		// the batch ends after Linger without a message. A busy one
-		// (busyBatch commits already in hand) fills the window: fewer,
-		// larger transactions, the write cost that dominates under load,
-		// at a lag bounded by the window.
-		wait := r.cfg.Linger
-		if len(batch) >= busyBatch {
-			if wait = time.Until(window); wait < time.Millisecond {
-				break
-			}
-		}
-		m, err := it.Next(jetstream.NextMaxWait(wait))
-		if err != nil {
-			break // linger over (timeout) or iterator stopped; apply what we have
-		}
-		d := r.decode(m)
-		batch, events = append(batch, d), events+d.events()
-	}
-	return batch, nil
-}
-
-// busyBatch is how many commits in hand make a batch collect for its
-// whole BusyWindow.
-const busyBatch = 16
 
 // events is how many events the delivery carries, decoded or not.
 func (d delivered) events() int { return len(d.commit.Events) + d.skipped }
 
-func (r *Runner) decode(m jetstream.Msg) delivered {
-	d := delivered{msg: m}
-	md, err := m.Metadata()
-	if err != nil {
-		d.err = fmt.Errorf("message metadata: %w", err)
-		return d
-	}
-	d.pending, d.delivery = md.NumPending, md.Sequence.Consumer
-	if f, ok := r.proj.(Filter); ok {
-		if types := m.Headers().Get(eventstore.HeaderEventTypes); types != "" && !wantsAny(f, types) {
-			d.commit = eventstore.Commit{StreamSeq: md.Sequence.Stream, Stored: md.Timestamp}
-			d.skipped = strings.Count(types, ",") + 1
-			return d
-		}
-	}
-	d.commit, d.err = eventstore.DecodeCommit(m.Data(), m.Headers(), md.Sequence.Stream, md.Timestamp, eventstore.Ref{})
-	d.commit.StreamSeq = md.Sequence.Stream
-	return d
-}
-
 // applyBatch applies the batch's new commits in one transaction, retrying
 // transient failures; on a failure that is not transient it isolates the
-// poison commit, applies everything before it, and parks.
+// poison commit, applies everything before it, and parks (errPoison).
 func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered) error {
 	r.applying.Lock()
 	defer r.applying.Unlock()
+	return r.applyLocked(ctx, pos, batch)
+}
+
+// applyLocked is applyBatch with the applying lock held.
+func (r *Runner) applyLocked(ctx context.Context, pos *uint64, batch []delivered) error {
 	var fresh []delivered
 	for _, d := range batch {
 		if d.commit.StreamSeq > *pos {
 			fresh = append(fresh, d)
 		}
 	}
-	last := batch[len(batch)-1]
 	if len(fresh) == 0 {
-		// All redeliveries of what is already applied.
-		return r.ack(last)
+		return nil // all redeliveries of what is already applied
 	}
 	err := r.commitBatch(ctx, *pos, fresh)
 	backoff := 50 * time.Millisecond
@@ -591,28 +369,17 @@ func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered)
 	if err != nil {
 		return err
 	}
-	r.setState("running", nil, 0)
 	*pos = fresh[len(fresh)-1].commit.StreamSeq
-	r.advance(*pos, countEvents(fresh), last.pending, fresh[len(fresh)-1].commit.Stored)
-	r.recordLatency(fresh)
-	return r.ack(last)
+	r.applied(fresh, batch[len(batch)-1].pending)
+	return nil
 }
 
-func (r *Runner) ack(last delivered) error {
-	if r.cfg.beforeAck != nil {
-		if err := r.cfg.beforeAck(); err != nil {
-			return err
-		}
-	}
-	if last.msg == nil {
-		return nil // read by a shared reader: nothing to acknowledge
-	}
-	// AckAll policy: acking the last message acknowledges the batch.
-	if err := last.msg.Ack(); err != nil {
-		// Not fatal: the batch is committed; a redelivery is skipped.
-		r.log.Debug("ack failed", "err", err)
-	}
-	return nil
+// applied records a committed batch: position, counts, lag and latency.
+func (r *Runner) applied(fresh []delivered, pending uint64) {
+	last := fresh[len(fresh)-1].commit
+	r.setState("running", nil, 0)
+	r.advance(last.StreamSeq, countEvents(fresh), pending, last.Stored)
+	r.recordLatency(fresh)
 }
 
 // isolatePoison applies the commits one by one to find the first that
@@ -623,9 +390,6 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 		if err == nil {
 			*pos = d.commit.StreamSeq
 			r.advance(*pos, countEvents(fresh[i:i+1]), d.pending, d.commit.Stored)
-			if ackErr := r.ack(d); ackErr != nil {
-				return ackErr
-			}
 			continue
 		}
 		if r.cfg.IsTransient(err) {
@@ -635,7 +399,7 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 		if r.cfg.Poison != nil {
 			r.cfg.Poison.Poisoned(ctx, r.proj.Name(), d.commit, err)
 		}
-		r.log.Error("poison event: projection stopped until retried", "stream_seq", d.commit.StreamSeq, "subject", d.msg.Subject(), "err", err)
+		r.log.Error("poison event: projection stopped until retried", "stream_seq", d.commit.StreamSeq, "subject", d.subject, "err", err)
 		return errPoison
 	}
 	// Each alone succeeded: the failure depended on the batch, so retry.
@@ -663,14 +427,17 @@ func countEvents(ds []delivered) uint64 {
 // The position update is conditional on the old position, so two runners
 // of one projection (a misconfiguration) cannot both apply a batch.
 func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) error {
-	commits := make([]eventstore.Commit, 0, len(ds))
+	var commits []eventstore.Commit
 	for _, d := range ds {
 		if d.err != nil {
 			return fmt.Errorf("stream seq %d: %w", d.commit.StreamSeq, d.err)
 		}
-		commits = append(commits, d.commit)
+		// What the projection does not read only moves its position.
+		if len(d.commit.Events) > 0 {
+			commits = append(commits, d.commit)
+		}
 	}
-	last := commits[len(commits)-1]
+	last := ds[len(ds)-1].commit
 	var out *Changes
 	lp, live := r.proj.(LiveProjection)
 	if live && r.cfg.Live != nil {
@@ -690,10 +457,14 @@ func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) e
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("%w: position of %s moved past %d", errLostRace, r.proj.Name(), from)
 		}
-		if out != nil {
+		switch {
+		case len(commits) == 0:
+			return nil
+		case out != nil:
 			return lp.ApplyLive(ctx, tx, commits, out)
+		default:
+			return r.proj.Apply(ctx, tx, commits)
 		}
-		return r.proj.Apply(ctx, tx, commits)
 	})
 	if err == nil && out != nil {
 		// Only now is what it describes readable by everyone.
@@ -717,68 +488,3 @@ func (r *Runner) loadPosition(ctx context.Context) (pos, events uint64, err erro
 	}
 	return pos, events, nil
 }
-
-// ensureConsumer returns the projection's durable consumer positioned at
-// the stored position. It is recreated when it is ahead (the database was
-// restored or reset, which would otherwise skip events) or holds unacked
-// deliveries of a previous session (which it would only redeliver after
-// AckWait, stalling the read model for that long).
-func (r *Runner) ensureConsumer(ctx context.Context, pos uint64) (jetstream.Consumer, error) {
-	stream, err := r.cfg.JS.Stream(ctx, r.cfg.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("stream: %w", err)
-	}
-	var filters []string
-	for _, t := range r.proj.AggregateTypes() {
-		filters = append(filters, r.cfg.SubjectPrefix+"."+t+".>")
-	}
-	name := r.consumerName()
-	if c, err := stream.Consumer(ctx, name); err == nil {
-		info, err := c.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("consumer info: %w", err)
-		}
-		if info.AckFloor.Stream <= pos && info.NumAckPending == 0 && equal(info.Config.FilterSubjects, filters) {
-			return c, nil
-		}
-		r.log.Debug("recreating consumer", "ack_floor", info.AckFloor.Stream, "ack_pending", info.NumAckPending, "position", pos)
-		if err := stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("deleting consumer: %w", err)
-		}
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("consumer: %w", err)
-	}
-	cfg := jetstream.ConsumerConfig{
-		Durable:        name,
-		Description:    "read model " + r.proj.Name(),
-		AckPolicy:      jetstream.AckAllPolicy,
-		AckWait:        time.Minute,
-		MaxAckPending:  -1,
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	}
-	if pos > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos+1
-	}
-	c, err := stream.CreateOrUpdateConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating consumer: %w", err)
-	}
-	return c, nil
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// pullBytes bounds what a consumer asks for at once: commits carry up to
-// hundreds of events, and an unbounded pull overruns the connection.
-const pullBytes = 16 << 20

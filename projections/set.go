@@ -1,12 +1,10 @@
 package projections
 
-import (
-	"context"
-	"sync"
-)
+import "context"
 
-// Set runs several projections side by side; each has its own consumer and
-// position, so a poison event in one stops only that one.
+// Set runs several projections from one reading of the stream (see
+// group); each keeps its own position, so a poison event in one stops
+// only that one.
 type Set struct {
 	runners []*Runner
 	byName  map[string]*Runner
@@ -25,15 +23,9 @@ func NewSet(cfg RunnerConfig, projs ...Projection) *Set {
 
 // Run runs every projection until ctx ends.
 func (s *Set) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, r := range s.runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.Run(ctx)
-		}()
+	if len(s.runners) > 0 {
+		newGroup(s.runners[0].cfg, s.runners).run(ctx)
 	}
-	wg.Wait()
 }
 
 // Runner returns the named projection's runner, or nil.
