@@ -7,7 +7,6 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/journal"
@@ -116,8 +115,12 @@ func (p *Statement) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		BalanceAfter decimal.Decimal `bun:"balance_after"`
 		CreditsAfter decimal.Decimal `bun:"credits_after"`
 	}
-	err := tx.NewRaw(`SELECT DISTINCT ON (account_id) account_id, seq, balance_after, credits_after FROM wallet_entries
-		WHERE account_id = ANY(?) ORDER BY account_id, seq DESC`, pgdialect.Array(ids)).Scan(ctx, &last)
+	// Each account's last line, by a backward step of the primary key:
+	// DISTINCT ON over the accounts' lines read every line they ever had,
+	// a cost that grew with each account's history.
+	err := columns(tx, `SELECT a.id AS account_id, e.seq, e.balance_after, e.credits_after FROM unnest($1::text[]) AS a(id)
+		CROSS JOIN LATERAL (SELECT seq, balance_after, credits_after FROM wallet_entries w
+			WHERE w.account_id = a.id ORDER BY w.seq DESC LIMIT 1) e`, ids).Scan(ctx, &last)
 	if err != nil {
 		return fmt.Errorf("statement heads: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,27 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// machineCPU is the CPU time every process on the machine has used (from
+// /proc/stat), to report what a benchmark's work cost in CPU whatever the
+// scheduling noise: the database server and the client count too.
+func machineCPU() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var ticks int64
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 {
+			continue // idle, iowait
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 func loginToken(b *testing.B, base string) string {
@@ -207,6 +229,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			commits0, commands0 := a.Ledger.AccountCommitStats()
 			b.SetParallelism(32)
 			stop := profileCPU(b, tc.name)
+			cpu0 := machineCPU()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				var mine []time.Duration
@@ -234,10 +257,14 @@ func BenchmarkChargedCalls(b *testing.B) {
 				mu.Unlock()
 			})
 			b.StopTimer()
+			cpu := machineCPU() - cpu0
 			stop()
 			commits, commands := a.Ledger.AccountCommitStats()
 			reportLatency(b, lat)
 			b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "calls/s")
+			if len(lat) > 0 && cpu > 0 {
+				b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu-us/call")
+			}
 			if commits > commits0 {
 				b.ReportMetric(float64(commands-commands0)/float64(commits-commits0), "commands/commit")
 			}
