@@ -470,7 +470,9 @@ func (g *group) decode(m jetstream.Msg, readers []*Runner) delivered {
 	d.commit = eventstore.Commit{StreamSeq: md.Sequence.Stream, Stored: md.Timestamp}
 	// The subject names the aggregate type, as the consumer's filter read it.
 	d.aggType, _, _ = strings.Cut(strings.TrimPrefix(d.subject, g.cfg.SubjectPrefix+"."), ".")
-	d.types = m.Headers().Get(eventstore.HeaderEventTypes)
+	if types := m.Headers().Get(eventstore.HeaderEventTypes); types != "" {
+		d.types = strings.Split(types, ",")
+	}
 	if !slices.ContainsFunc(readers, func(r *Runner) bool { read, _ := r.reads(d); return read }) {
 		return d
 	}
@@ -497,11 +499,11 @@ func (g *group) decode(m jetstream.Msg, readers []*Runner) delivered {
 // skipped is how many of its events it passes over (the events of an
 // aggregate type it does not read are not counted).
 func (r *Runner) reads(d delivered) (read bool, skipped int) {
-	if !slices.Contains(r.proj.AggregateTypes(), d.aggType) {
+	if !slices.Contains(r.aggTypes, d.aggType) {
 		return false, 0
 	}
-	if f, ok := r.proj.(Filter); ok && d.types != "" && !wantsAny(f, d.types) {
-		return false, strings.Count(d.types, ",") + 1
+	if r.filter != nil && len(d.types) > 0 && !slices.ContainsFunc(d.types, r.filter.Wants) {
+		return false, len(d.types)
 	}
 	return true, 0
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +125,9 @@ type Runner struct {
 	nLatency       int
 	// parked: a poison event stopped the projection until Retry.
 	parked atomic.Bool
+	// What the projection reads, asked once: each delivery asks again.
+	aggTypes []string
+	filter   Filter
 }
 
 // Lease is a held lock that says when it may be held elsewhere.
@@ -154,8 +156,9 @@ func NewRunner(cfg RunnerConfig, proj Projection) *Runner {
 	if cfg.IsTransient == nil {
 		cfg.IsTransient = func(error) bool { return false }
 	}
+	filter, _ := proj.(Filter)
 	return &Runner{
-		cfg: cfg, proj: proj,
+		cfg: cfg, proj: proj, aggTypes: proj.AggregateTypes(), filter: filter,
 		log:      cfg.Logger.With("projection", proj.Name()),
 		status:   Status{Name: proj.Name(), State: "starting"},
 		advanced: make(chan struct{}),
@@ -324,7 +327,8 @@ type delivered struct {
 	// delivery is the consumer's delivery number (0: unknown).
 	delivery uint64
 	// subject, aggregate type and event types, from the message.
-	subject, aggType, types string
+	subject, aggType string
+	types            []string
 }
 
 // events is how many events the delivery carries, decoded or not.
@@ -404,15 +408,6 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 	}
 	// Each alone succeeded: the failure depended on the batch, so retry.
 	return fmt.Errorf("batch failed, its commits did not: %w", batchErr)
-}
-
-func wantsAny(f Filter, types string) bool {
-	for t := range strings.SplitSeq(types, ",") {
-		if f.Wants(t) {
-			return true
-		}
-	}
-	return false
 }
 
 func countEvents(ds []delivered) uint64 {
