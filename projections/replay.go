@@ -534,23 +534,9 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 func (f *feed) apply(ctx context.Context, progress func(string, uint64, uint64)) error {
 	pos := f.start
 	for {
-		d, ok := <-f.ch
-		if !ok {
-			return nil
-		}
-		batch, events := []delivered{d}, d.events()
-		linger := time.After(20 * time.Millisecond)
-	collect:
-		for len(batch) < f.r.cfg.MaxBatch && events < f.r.cfg.MaxEvents {
-			select {
-			case d, ok := <-f.ch:
-				if !ok {
-					break collect
-				}
-				batch, events = append(batch, d), events+d.events()
-			case <-linger:
-				break collect
-			}
+		batch := nextBatch(ctx, f.ch, f.r.cfg)
+		if len(batch) == 0 {
+			return nil // read to the end, or stopped (the reader says why)
 		}
 		before := f.r.Status().Events
 		if err := f.r.applyBatch(ctx, &pos, batch); err != nil {
