@@ -411,7 +411,9 @@ func nextBatch(ctx context.Context, in <-chan delivered, cfg RunnerConfig) []del
 	if !ok {
 		return nil
 	}
-	batch, events := []delivered{d}, d.events()
+	batch := make([]delivered, 1, min(cfg.MaxBatch, max(busyBatch, len(in)+1)))
+	batch[0] = d
+	events := d.events()
 	window := time.Now().Add(cfg.BusyWindow)
 	for len(batch) < cfg.MaxBatch && events < cfg.MaxEvents {
 		select {

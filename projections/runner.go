@@ -345,12 +345,13 @@ func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered)
 
 // applyLocked is applyBatch with the applying lock held.
 func (r *Runner) applyLocked(ctx context.Context, pos *uint64, batch []delivered) error {
-	var fresh []delivered
-	for _, d := range batch {
-		if d.commit.StreamSeq > *pos {
-			fresh = append(fresh, d)
-		}
+	// A batch is in stream order: what is new is its tail (taken as a
+	// subslice: batches are large and this runs per projection).
+	first := 0
+	for first < len(batch) && batch[first].commit.StreamSeq <= *pos {
+		first++
 	}
+	fresh := batch[first:]
 	if len(fresh) == 0 {
 		return nil // all redeliveries of what is already applied
 	}
@@ -422,7 +423,7 @@ func countEvents(ds []delivered) uint64 {
 // The position update is conditional on the old position, so two runners
 // of one projection (a misconfiguration) cannot both apply a batch.
 func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) error {
-	var commits []eventstore.Commit
+	commits := make([]eventstore.Commit, 0, len(ds))
 	for _, d := range ds {
 		if d.err != nil {
 			return fmt.Errorf("stream seq %d: %w", d.commit.StreamSeq, d.err)

@@ -193,7 +193,7 @@ func closeApp(b *testing.B, a *App) {
 // it raw JetStream publish-with-ack on the same server.
 func BenchmarkChargedCalls(b *testing.B) {
 	TuneRuntime() // as ledgerd's main does
-	cfg := testConfigTB(b, testDirTB(b), map[string]string{"LEDGER_DEMO": "false"})
+	cfg := testConfigTB(b, testDirTB(b), map[string]string{"LEDGER_DEMO": "false", "LEDGER_ROLE": os.Getenv("BENCH_ROLE")})
 	cfg.Durable = true
 	a := startAppTB(b, cfg)
 	b.Cleanup(func() { closeApp(b, a) })
