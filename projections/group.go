@@ -204,14 +204,20 @@ type session struct {
 	// unacked are the deliveries read and not yet acknowledged, oldest
 	// first: a delivery is acknowledged once every feed has applied it.
 	mu      sync.Mutex
-	unacked []delivered
+	unacked []unacked
+}
+
+// unacked is a delivery read and not yet acknowledged.
+type unacked struct {
+	seq uint64
+	msg jetstream.Msg
 }
 
 // liveFeed is one projection's share of a session.
 type liveFeed struct {
 	r       *Runner
 	pos     uint64 // the feed goroutine's
-	ch      chan delivered
+	ch      chan *delivered
 	done    chan struct{} // closed when the feed takes no more
 	applied atomic.Uint64
 }
@@ -233,7 +239,7 @@ func (s *session) run(ctx context.Context) error {
 			s.watchRetry(ctx, r)
 			continue
 		}
-		f := &liveFeed{r: r, pos: pos, ch: make(chan delivered, 2*g.cfg.MaxBatch), done: make(chan struct{})}
+		f := &liveFeed{r: r, pos: pos, ch: make(chan *delivered, 2*g.cfg.MaxBatch), done: make(chan struct{})}
 		f.applied.Store(pos)
 		s.feeds = append(s.feeds, f)
 		from = min(from, pos)
@@ -312,7 +318,7 @@ func (s *session) read(ctx context.Context, it jetstream.MessagesContext) error 
 			lastDelivery = d.delivery
 		}
 		s.mu.Lock()
-		s.unacked = append(s.unacked, delivered{msg: d.msg, commit: eventstore.Commit{StreamSeq: d.commit.StreamSeq}})
+		s.unacked = append(s.unacked, unacked{seq: d.commit.StreamSeq, msg: d.msg})
 		s.mu.Unlock()
 		for _, f := range s.feeds {
 			select {
@@ -364,7 +370,7 @@ func (s *session) ack() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for n < len(s.unacked) && s.unacked[n].commit.StreamSeq <= upTo {
+	for n < len(s.unacked) && s.unacked[n].seq <= upTo {
 		n++
 	}
 	if n == 0 {
@@ -401,8 +407,8 @@ func (s *session) watchRetry(ctx context.Context, r *Runner) {
 // nextBatch blocks for one commit, then takes whatever else arrives
 // within the linger time, up to MaxBatch commits and MaxEvents events. It
 // returns nothing once in is closed and drained, or ctx ends.
-func nextBatch(ctx context.Context, in <-chan delivered, cfg RunnerConfig) []delivered {
-	var d delivered
+func nextBatch(ctx context.Context, in <-chan *delivered, cfg RunnerConfig) []*delivered {
+	var d *delivered
 	var ok bool
 	select {
 	case d, ok = <-in:
@@ -411,7 +417,7 @@ func nextBatch(ctx context.Context, in <-chan delivered, cfg RunnerConfig) []del
 	if !ok {
 		return nil
 	}
-	batch := make([]delivered, 1, min(cfg.MaxBatch, max(busyBatch, len(in)+1)))
+	batch := make([]*delivered, 1, min(cfg.MaxBatch, max(busyBatch, len(in)+1)))
 	batch[0] = d
 	events := d.events()
 	window := time.Now().Add(cfg.BusyWindow)
@@ -461,8 +467,8 @@ const busyBatch = 16
 // decode decodes a message once for every projection in readers:
 // its commit, and the commit's account events, unless none of them reads
 // any of it. What each one gets of it is Runner.share.
-func (g *group) decode(m jetstream.Msg, readers []*Runner) delivered {
-	d := delivered{msg: m, subject: m.Subject()}
+func (g *group) decode(m jetstream.Msg, readers []*Runner) *delivered {
+	d := &delivered{msg: m, subject: m.Subject()}
 	md, err := m.Metadata()
 	if err != nil {
 		d.err = fmt.Errorf("message metadata: %w", err)
@@ -500,7 +506,7 @@ func (g *group) decode(m jetstream.Msg, readers []*Runner) delivered {
 // reads tells whether the projection reads the delivered commit; if not,
 // skipped is how many of its events it passes over (the events of an
 // aggregate type it does not read are not counted).
-func (r *Runner) reads(d delivered) (read bool, skipped int) {
+func (r *Runner) reads(d *delivered) (read bool, skipped int) {
 	if !slices.Contains(r.aggTypes, d.aggType) {
 		return false, 0
 	}
@@ -510,16 +516,24 @@ func (r *Runner) reads(d delivered) (read bool, skipped int) {
 	return true, 0
 }
 
-// share is the projection's view of a commit read for a group: the commit,
-// or, if it reads none of it, only its position. A share is never
-// acknowledged by itself: the group acknowledges its batches.
-func (r *Runner) share(d delivered) delivered {
-	d.msg = nil
-	if read, skipped := r.reads(d); !read {
-		d.commit = eventstore.Commit{StreamSeq: d.commit.StreamSeq, Stored: d.commit.Stored}
-		d.skipped, d.err = skipped, nil
+// share is the projection's view of a commit read for several: the
+// commit itself (read only: every projection that reads it gets the same
+// one), or, if it reads none of it, only its position. It is called by the
+// one goroutine that hands the delivery out.
+func (r *Runner) share(d *delivered) *delivered {
+	read, skipped := r.reads(d)
+	if read {
+		return d
 	}
-	return d
+	marker := &d.otherType
+	if skipped > 0 {
+		marker = &d.passedOver
+	}
+	if *marker == nil {
+		*marker = &delivered{commit: eventstore.Commit{StreamSeq: d.commit.StreamSeq, Stored: d.commit.Stored},
+			pending: d.pending, delivery: d.delivery, subject: d.subject, aggType: d.aggType, skipped: skipped}
+	}
+	return *marker
 }
 
 // ensureConsumer returns the group's durable consumer positioned at pos.

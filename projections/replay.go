@@ -322,7 +322,7 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	for {
-		var batch []delivered
+		var batch []*delivered
 		done, events := false, 0
 		for len(batch) < r.cfg.MaxBatch && events < r.cfg.MaxEvents {
 			var m jetstream.Msg
@@ -371,7 +371,7 @@ func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, 
 // feed is one runner's share of a shared reading of the stream.
 type feed struct {
 	r      *Runner
-	ch     chan delivered
+	ch     chan *delivered
 	start  uint64
 	target uint64
 }
@@ -395,7 +395,7 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 		if err != nil {
 			return err
 		}
-		f := &feed{r: r, ch: make(chan delivered, 4096), start: pos, target: targets[r.Name()]}
+		f := &feed{r: r, ch: make(chan *delivered, 4096), start: pos, target: targets[r.Name()]}
 		if pos >= f.target {
 			continue
 		}
@@ -441,7 +441,7 @@ func CatchUpAll(ctx context.Context, runners []*Runner, targets map[string]uint6
 	// that keeps stream order: each message gets a slot whose result is
 	// filled by a decoder and consumed in order.
 	type slot struct {
-		d    delivered
+		d    *delivered
 		done chan struct{}
 	}
 	slots := make(chan *slot, 256)

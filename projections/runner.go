@@ -264,7 +264,7 @@ func (r *Runner) advance(pos, events uint64, pending uint64, storedAt time.Time)
 
 // recordLatency notes how long each commit of a batch waited to be
 // applied.
-func (r *Runner) recordLatency(ds []delivered) {
+func (r *Runner) recordLatency(ds []*delivered) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -329,22 +329,25 @@ type delivered struct {
 	// subject, aggregate type and event types, from the message.
 	subject, aggType string
 	types            []string
+	// What projections that read none of the commit get instead (see
+	// Runner.share), made once per delivery.
+	passedOver, otherType *delivered
 }
 
 // events is how many events the delivery carries, decoded or not.
-func (d delivered) events() int { return len(d.commit.Events) + d.skipped }
+func (d *delivered) events() int { return len(d.commit.Events) + d.skipped }
 
 // applyBatch applies the batch's new commits in one transaction, retrying
 // transient failures; on a failure that is not transient it isolates the
 // poison commit, applies everything before it, and parks (errPoison).
-func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []delivered) error {
+func (r *Runner) applyBatch(ctx context.Context, pos *uint64, batch []*delivered) error {
 	r.applying.Lock()
 	defer r.applying.Unlock()
 	return r.applyLocked(ctx, pos, batch)
 }
 
 // applyLocked is applyBatch with the applying lock held.
-func (r *Runner) applyLocked(ctx context.Context, pos *uint64, batch []delivered) error {
+func (r *Runner) applyLocked(ctx context.Context, pos *uint64, batch []*delivered) error {
 	// A batch is in stream order: what is new is its tail (taken as a
 	// subslice: batches are large and this runs per projection).
 	first := 0
@@ -380,7 +383,7 @@ func (r *Runner) applyLocked(ctx context.Context, pos *uint64, batch []delivered
 }
 
 // applied records a committed batch: position, counts, lag and latency.
-func (r *Runner) applied(fresh []delivered, pending uint64) {
+func (r *Runner) applied(fresh []*delivered, pending uint64) {
 	last := fresh[len(fresh)-1].commit
 	r.setState("running", nil, 0)
 	r.advance(last.StreamSeq, countEvents(fresh), pending, last.Stored)
@@ -389,7 +392,7 @@ func (r *Runner) applied(fresh []delivered, pending uint64) {
 
 // isolatePoison applies the commits one by one to find the first that
 // fails, keeps everything before it, and parks the projection.
-func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []delivered, batchErr error) error {
+func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []*delivered, batchErr error) error {
 	for i, d := range fresh {
 		err := r.commitBatch(ctx, *pos, fresh[i:i+1])
 		if err == nil {
@@ -411,7 +414,7 @@ func (r *Runner) isolatePoison(ctx context.Context, pos *uint64, fresh []deliver
 	return fmt.Errorf("batch failed, its commits did not: %w", batchErr)
 }
 
-func countEvents(ds []delivered) uint64 {
+func countEvents(ds []*delivered) uint64 {
 	var n uint64
 	for _, d := range ds {
 		n += uint64(len(d.commit.Events) + d.skipped)
@@ -422,7 +425,7 @@ func countEvents(ds []delivered) uint64 {
 // commitBatch writes the commits and the new position in one transaction.
 // The position update is conditional on the old position, so two runners
 // of one projection (a misconfiguration) cannot both apply a batch.
-func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []delivered) error {
+func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []*delivered) error {
 	commits := make([]eventstore.Commit, 0, len(ds))
 	for _, d := range ds {
 		if d.err != nil {
