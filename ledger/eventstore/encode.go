@@ -101,13 +101,14 @@ func appendEvent(b []byte, e *Event, forHash bool) []byte {
 	b = appendString(b, e.AggregateID)
 	b = append(b, ',')
 	b = appendKey(b, "occurred_at")
+	at := e.OccurredAt
 	if forHash {
-		b = appendString(b, e.OccurredAt.UTC().Format(time.RFC3339Nano))
-	} else {
-		b = append(b, '"')
-		b = e.OccurredAt.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+		at = at.UTC() // the hash does not depend on the writer's zone
 	}
+	// An RFC 3339 time has nothing a JSON string escapes.
+	b = append(b, '"')
+	b = at.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
 	for _, f := range [...]struct{ key, val string }{{"actor", e.Actor}, {"causation_id", e.CausationID}, {"correlation_id", e.CorrelationID}} {
 		if f.val == "" && !forHash {
 			continue
@@ -156,11 +157,16 @@ func needsHTMLEscape(data []byte) bool {
 	return false
 }
 
+// eventEnvelope is room for an event's encoding besides its data: keys,
+// ids, times and two hashes come to about 420 bytes, and a buffer that
+// runs out is copied whole into one twice its size.
+const eventEnvelope = 512
+
 // encodeCommit writes the commit body as json.Marshal(c) would.
 func encodeCommit(c *Commit) []byte {
 	n := 64
 	for i := range c.Events {
-		n += 320 + len(c.Events[i].Data)
+		n += eventEnvelope + len(c.Events[i].Data)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, '{')

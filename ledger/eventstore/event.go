@@ -88,7 +88,7 @@ type hashInput struct {
 // previous event's hash: changing or removing any event breaks every hash
 // after it.
 func Hash(e Event) string {
-	sum := sha256.Sum256(appendEvent(make([]byte, 0, 320+len(e.Data)), &e, true))
+	sum := sha256.Sum256(appendEvent(make([]byte, 0, eventEnvelope+len(e.Data)), &e, true))
 	return hex.EncodeToString(sum[:])
 }
 
