@@ -230,11 +230,7 @@ func (s *session) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.mu.Lock()
-		if pos > r.status.Position || r.status.Position == 0 {
-			r.status.Position, r.status.Events = pos, events
-		}
-		r.mu.Unlock()
+		r.loaded(pos, events)
 		if r.parked.Load() {
 			s.watchRetry(ctx, r)
 			continue

@@ -155,45 +155,82 @@ func TestAccountsProjection(t *testing.T) {
 
 // TestExactlyOnceAcrossCrashBeforeAck kills the runner after its
 // transaction commits and before the ack, many times over: each batch is
-// then redelivered to the next runner, which must skip it.
+// then redelivered to the next runner, which must skip it. A set of
+// projections, whose deliveries are acknowledged once every projection has
+// applied them, is killed the same way.
 func TestExactlyOnceAcrossCrashBeforeAck(t *testing.T) {
-	e := newEnv(t)
-	a := e.account(t, "crash@example.com")
-	var last uint64
-	for i := range 20 {
-		last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i))
-	}
-	errCrash := errors.New("crash")
-	for range 5 {
-		cfg := e.cfg
-		cfg.MaxBatch = 3
-		crashed := make(chan struct{})
-		cfg.beforeAck = func() error {
-			select {
-			case <-crashed:
-			default:
-				close(crashed)
+	for _, tc := range []struct {
+		name  string
+		start func(e *env, cfg RunnerConfig) (run func(context.Context), wait func(t *testing.T, seq uint64))
+	}{
+		{"one projection", func(e *env, cfg RunnerConfig) (func(context.Context), func(*testing.T, uint64)) {
+			r := NewRunner(cfg, NewAccounts())
+			return r.Run, func(t *testing.T, seq uint64) { waitFor(t, r, seq) }
+		}},
+		{"a set", func(e *env, cfg RunnerConfig) (func(context.Context), func(*testing.T, uint64)) {
+			set := NewSet(cfg, NewAccounts(), NewStatement(), NewUsers())
+			return set.Run, func(t *testing.T, seq uint64) {
+				for _, name := range []string{"accounts", "statement", "users"} {
+					waitFor(t, set.Runner(name), seq)
+				}
 			}
-			return errCrash
-		}
-		r := NewRunner(cfg, NewAccounts())
-		stop := e.start(t, r)
-		select {
-		case <-crashed:
-		case <-time.After(10 * time.Second):
-			t.Fatal("runner never committed a batch")
-		}
-		stop()
-	}
-	r := NewRunner(e.cfg, NewAccounts())
-	e.start(t, r)
-	waitFor(t, r, last)
-	w, err := NewReader(e.db).Wallet(context.Background(), a.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := w.Available.StringFixed(2); got != "200.00" {
-		t.Fatalf("available = %s after crashes before ack, want 200.00", got)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			a := e.account(t, "crash@example.com")
+			var last uint64
+			for i := range 20 {
+				last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i))
+			}
+			errCrash := errors.New("crash")
+			for range 5 {
+				cfg := e.cfg
+				cfg.MaxBatch = 3
+				crashed := make(chan struct{})
+				cfg.beforeAck = func() error {
+					select {
+					case <-crashed:
+					default:
+						close(crashed)
+					}
+					return errCrash
+				}
+				run, _ := tc.start(e, cfg)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); run(ctx) }()
+				select {
+				case <-crashed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("runner never committed a batch")
+				}
+				cancel()
+				<-done
+			}
+			run, wait := tc.start(e, e.cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); run(ctx) }()
+			defer func() { cancel(); <-done }()
+			wait(t, last)
+			w, err := NewReader(e.db).Wallet(context.Background(), a.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Available.StringFixed(2); got != "200.00" {
+				t.Fatalf("available = %s after crashes before ack, want 200.00", got)
+			}
+			var lines int
+			var balance string
+			if err := e.db.NewRaw("SELECT count(*), max(balance_after)::text FROM wallet_entries WHERE account_id = ?", a.ID).
+				Scan(context.Background(), &lines, &balance); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "a set" && (lines != 20 || balance != "200.00") {
+				t.Fatalf("statement: %d lines ending at %s, want 20 ending at 200.00", lines, balance)
+			}
+		})
 	}
 }
 

@@ -284,6 +284,19 @@ var errPoison = errors.New("poison event")
 // projections at once).
 func (r *Runner) Run(ctx context.Context) { newGroup(r.cfg, []*Runner{r}).run(ctx) }
 
+// loaded takes the position a session starts from. Waiters are woken: the
+// position may have moved on in Postgres since this runner last applied
+// (another leader, or its own batch committed before a crash).
+func (r *Runner) loaded(pos, events uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pos > r.status.Position || r.status.Position == 0 {
+		r.status.Position, r.status.Events = pos, events
+		close(r.advanced)
+		r.advanced = make(chan struct{})
+	}
+}
+
 // followPosition reads where the leading instance has brought the
 // projection.
 func (r *Runner) followPosition(ctx context.Context) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -239,6 +240,8 @@ func BenchmarkChargedCalls(b *testing.B) {
 			b.SetParallelism(32)
 			stop := profileCPU(b, tc.name)
 			self0, pg0 := cpuUse()
+			var mem0 runtime.MemStats
+			runtime.ReadMemStats(&mem0)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				var mine []time.Duration
@@ -267,6 +270,8 @@ func BenchmarkChargedCalls(b *testing.B) {
 			})
 			b.StopTimer()
 			self1, pg1 := cpuUse()
+			var mem1 runtime.MemStats
+			runtime.ReadMemStats(&mem1)
 			stop()
 			commits, commands := a.Ledger.AccountCommitStats()
 			reportLatency(b, lat)
@@ -274,6 +279,9 @@ func BenchmarkChargedCalls(b *testing.B) {
 			if len(lat) > 0 {
 				b.ReportMetric(float64((self1-self0).Microseconds())/float64(len(lat)), "go-cpu-us/call")
 				b.ReportMetric(float64((pg1-pg0).Microseconds())/float64(len(lat)), "pg-cpu-us/call")
+				// Allocation drives garbage collection, whose cost the CPU
+				// profile spreads thin; this figure is steady between runs.
+				b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/1024/float64(len(lat)), "alloc-KB/call")
 			}
 			if commits > commits0 {
 				b.ReportMetric(float64(commands-commands0)/float64(commits-commits0), "commands/commit")
