@@ -19,18 +19,17 @@ import (
 )
 
 // group applies several projections from one reading of the stream: one
-// consumer, each commit delivered and decoded once, and each batch
-// written for every projection in one transaction, rows and positions
-// together. Read separately, every projection paid for its own delivery,
-// decoding and transaction per batch, and under load that cost more than
-// the rows themselves.
+// consumer, each commit delivered and decoded once, then handed to a feed
+// per projection (see session). Read separately, every projection paid for
+// its own delivery from the NATS server, its own decode and its own filter
+// pass, for every commit.
 //
 // The group leads as one (one lock, one durable consumer). Each
-// projection keeps its own position: after a batch every projection
-// stands at the batch's last commit, whatever it read of it. A projection
-// that meets a poison event is parked and the others go on; a retry brings
-// it back, and the group reads again from the lowest position (what the
-// others already applied is skipped).
+// projection keeps its own position: after a batch it stands at the
+// batch's last commit, whatever it read of it. A projection that meets a
+// poison event is parked and the others go on; a retry brings it back, and
+// the group reads again from the lowest position (what the others already
+// applied is skipped).
 type group struct {
 	cfg     RunnerConfig
 	runners []*Runner
