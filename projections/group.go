@@ -315,15 +315,35 @@ func (s *session) read(ctx context.Context, it jetstream.MessagesContext) error 
 		s.mu.Lock()
 		s.unacked = append(s.unacked, unacked{seq: d.commit.StreamSeq, msg: d.msg})
 		s.mu.Unlock()
+		parked := false
 		for _, f := range s.feeds {
 			select {
 			case f.ch <- f.r.share(d):
 			case <-f.done: // parked
+				parked = true
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
 		}
+		if parked && s.allParked() {
+			// Nothing to apply until a retry: reading on would only
+			// hold the stream in memory, unacknowledged.
+			<-ctx.Done()
+			return context.Cause(ctx)
+		}
 	}
+}
+
+// allParked tells whether every feed has stopped taking commits.
+func (s *session) allParked() bool {
+	for _, f := range s.feeds {
+		select {
+		case <-f.done:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // errDeliveryGap: the consumer skipped deliveries this session never saw.

@@ -296,6 +296,43 @@ func TestPoisonEventStopsOnlyItsProjection(t *testing.T) {
 	}
 }
 
+// A projection parked by a poison event stops the reading of the stream
+// when it was the only one applying: reading on would hold every later
+// commit in memory, unacknowledged, until a retry.
+func TestParkedProjectionStopsReading(t *testing.T) {
+	e := newEnv(t)
+	a := e.account(t, "parked@example.com")
+	bad := e.topUp(t, a.ID, "10.00", "r0")
+	cfg := e.cfg
+	cfg.MaxBatch = 2 // pulls a few messages at a time
+	r := NewRunner(cfg, &poisonable{Projection: NewAccounts(), poisonSeq: bad})
+	e.start(t, r)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Status().State != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status = %+v, want failed", r.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var last uint64
+	for i := range 40 {
+		last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i+1))
+	}
+	time.Sleep(300 * time.Millisecond)
+	cons, err := e.js.Consumer(context.Background(), e.cfg.Stream, "proj_accounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What one pull brought in may have been read; the rest must not be.
+	if info.Delivered.Stream > bad+2*uint64(cfg.MaxBatch)+2 {
+		t.Fatalf("delivered to stream seq %d of %d while the only projection was parked at %d", info.Delivered.Stream, last, bad)
+	}
+}
+
 // A leader whose lock session dies stops applying (another instance may
 // lead now), takes the lock again and goes on from its stored position:
 // nothing is lost or counted twice.
