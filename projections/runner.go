@@ -1,10 +1,11 @@
 // Package projections builds the read models in Postgres from the event
 // stream. The projections of a Set read the stream together through one
-// durable JetStream consumer and apply commits in batches: one transaction
-// per batch writes every projection's rows and stream position together,
-// and only then are the messages acknowledged. A redelivered message is at
-// or below the stored positions and is skipped, so every event is applied
-// exactly once whatever crashes in between.
+// durable JetStream consumer; each applies commits in batches, one
+// transaction per batch writing its rows and its stream position together,
+// and a message is acknowledged only once every projection has applied
+// it. A redelivered message is at or below the stored positions and is
+// skipped, so every event is applied exactly once whatever crashes in
+// between.
 package projections
 
 import (
