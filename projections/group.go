@@ -37,6 +37,9 @@ type group struct {
 	// types are the aggregate types any projection reads.
 	types []string
 	codec *codec.Codec[account.Event]
+	// headUnread: a standby could not read the consumer last time (the
+	// lead loop's alone).
+	headUnread bool
 }
 
 func newGroup(cfg RunnerConfig, runners []*Runner) *group {
@@ -164,29 +167,61 @@ func (g *group) lead(ctx context.Context) (Lease, error) {
 }
 
 // followHead reads how much the leader's durable consumer has yet to
-// apply (pending plus delivered-unacked), for a standby's lag. A failure
-// leaves the last known figure: the event-store check on /readyz reports
-// an unreachable stream.
+// apply (pending plus delivered-unacknowledged), for a standby's lag. When
+// the consumer cannot be read (not created yet, or its replicas still
+// electing a leader after a restart) the lag is judged from the stream
+// instead: how far its last message is past the lowest position. That
+// counts commits of types the projections do not read too, but it never
+// hides a leader that stopped: keeping the last figure did, when it was 0.
+// A failure of both leaves the last figure: the event-store check on
+// /readyz reports an unreachable stream.
 func (g *group) followHead(ctx context.Context) {
 	if g.cfg.JS == nil {
 		return
 	}
 	hctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	cons, err := g.cfg.JS.Consumer(hctx, g.cfg.Stream, g.consumerName())
+	pending, err := g.consumerPending(hctx)
 	if err != nil {
-		return
-	}
-	info, err := cons.Info(hctx)
-	if err != nil {
-		return
+		if !g.headUnread {
+			g.cfg.Logger.Warn("standby: the projections' consumer cannot be read; judging their lag from the stream",
+				"projections", g.name, "err", err)
+		}
+		g.headUnread = true
+		if pending, err = g.streamPending(hctx); err != nil {
+			return
+		}
+	} else {
+		g.headUnread = false
 	}
 	for _, r := range g.runners {
 		r.mu.Lock()
-		r.standbyPending = info.NumPending + uint64(info.NumAckPending)
+		r.standbyPending = pending
 		r.updateStandbyLag()
 		r.mu.Unlock()
 	}
+}
+
+func (g *group) consumerPending(ctx context.Context) (uint64, error) {
+	cons, err := g.cfg.JS.Consumer(ctx, g.cfg.Stream, g.consumerName())
+	if err != nil {
+		return 0, err
+	}
+	info := cons.CachedInfo() // just read
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+func (g *group) streamPending(ctx context.Context) (uint64, error) {
+	stream, err := g.cfg.JS.Stream(ctx, g.cfg.Stream)
+	if err != nil {
+		return 0, err
+	}
+	last := stream.CachedInfo().State.LastSeq
+	lowest := last
+	for _, r := range g.runners {
+		lowest = min(lowest, r.Position())
+	}
+	return last - lowest, nil
 }
 
 // standbyPoll is how often a standby reads the leader's position.

@@ -333,6 +333,33 @@ func TestParkedProjectionStopsReading(t *testing.T) {
 	}
 }
 
+// A standby reports lag even when it cannot read the leader's consumer
+// (here no leader ever made one, as when the projector stopped before its
+// first session or the consumer's replicas are still electing): the lag is
+// then judged from the stream, never left at 0 while nothing is applied.
+func TestStandbyLagWithoutTheLeadersConsumer(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.Follow = true // never leads
+	set := NewSet(cfg, NewAccounts(), NewUsers())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go set.Run(ctx)
+	a := e.account(t, "standby@example.com")
+	e.topUp(t, a.ID, "10.00", "r1")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := set.Runner("accounts").Status()
+		if st.State == "standby" && st.LagEvents > 0 && st.LagMillis > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("standby status = %+v, want lag in events and time", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // A leader whose lock session dies stops applying (another instance may
 // lead now), takes the lock again and goes on from its stored position:
 // nothing is lost or counted twice.
