@@ -290,82 +290,11 @@ func (rp *Replayer) swap(ctx context.Context) error {
 }
 
 // CatchUp applies the stream from the runner's position up to target,
-// with an ephemeral ordered consumer (a rebuild needs no durable state),
-// then returns. progress is told of each batch.
+// then returns: CatchUpAll for one runner. progress is told of each batch.
 func (r *Runner) CatchUp(ctx context.Context, target uint64, progress func(pos, events uint64)) error {
-	pos, _, err := r.loadPosition(ctx)
-	if err != nil {
-		return err
-	}
-	if pos >= target {
-		return nil
-	}
-	g := newGroup(r.cfg, []*Runner{r})
-	var filters []string
-	for _, t := range r.proj.AggregateTypes() {
-		filters = append(filters, r.cfg.SubjectPrefix+"."+t+".>")
-	}
-	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: pos + 1,
+	return CatchUpAll(ctx, []*Runner{r}, map[string]uint64{r.Name(): target}, func(_ string, pos, events uint64) {
+		progress(pos, events)
 	})
-	if err != nil {
-		return fmt.Errorf("replay consumer: %w", err)
-	}
-	if cons.CachedInfo().NumPending == 0 {
-		return nil // nothing to read
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*r.cfg.MaxBatch, pullBytes))
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		var batch []*delivered
-		done, events := false, 0
-		for len(batch) < r.cfg.MaxBatch && events < r.cfg.MaxEvents {
-			var m jetstream.Msg
-			var err error
-			if len(batch) == 0 {
-				m, err = it.Next() // the first of a batch: wait as long as it takes
-			} else {
-				m, err = it.Next(jetstream.NextMaxWait(20 * time.Millisecond))
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if err != nil {
-					break // linger over: apply what we have
-				}
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return err
-			}
-			d := r.share(g.decode(m, []*Runner{r}))
-			if d.commit.StreamSeq > target {
-				done = true
-				break
-			}
-			batch, events = append(batch, d), events+d.events()
-			if d.pending == 0 {
-				done = true
-				break
-			}
-		}
-		if len(batch) > 0 {
-			before := r.Status().Events
-			if err := r.applyBatch(ctx, &pos, batch); err != nil {
-				return err
-			}
-			progress(pos, r.Status().Events-before)
-		}
-		if done || pos >= target {
-			return ctx.Err()
-		}
-	}
 }
 
 // feed is one runner's share of a shared reading of the stream.
