@@ -34,7 +34,9 @@ type AccountRow struct {
 	Currency      string    `bun:"currency"`
 	CreatedAt     time.Time `bun:"created_at"`
 	UpdatedAt     time.Time `bun:"updated_at"`
-	Version       uint64    `bun:"version"`
+	// Version is the account event that last changed this row (opening,
+	// plan, status, subscription), not the account's latest event.
+	Version uint64 `bun:"version"`
 	// The subscription, if any: its plan and the end of its period.
 	SubscriptionPlan *string    `bun:"subscription_plan"`
 	PeriodEnd        *time.Time `bun:"period_end"`
@@ -140,8 +142,11 @@ type accountChange struct {
 	// (subEnded: it ended).
 	sub      *account.Subscribed
 	subEnded bool
-	version  uint64
-	at       time.Time
+	// The row's own version: the last event that changed it (opening,
+	// plan, status, subscription). Calls and money leave the row alone, so
+	// the busiest accounts cost no write here.
+	version uint64
+	at      time.Time
 	// The wallet's own version: the last event that changed it (opening,
 	// or moving money), so the row does not depend on how events were
 	// batched.
@@ -179,7 +184,10 @@ func (p *Accounts) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstor
 			if err != nil {
 				return err
 			}
-			ch.version, ch.at = ev.Seq, ev.OccurredAt
+			switch d.(type) {
+			case account.Opened, account.PlanChanged, account.Subscribed, account.SubscriptionLapsed, account.StatusChanged:
+				ch.version, ch.at = ev.Seq, ev.OccurredAt
+			}
 			switch e := d.(type) {
 			case account.Opened:
 				ch.walletVersion, ch.walletAt, ch.walletSeq = ev.Seq, ev.OccurredAt, c.StreamSeq
@@ -339,11 +347,13 @@ func (p *Accounts) write(ctx context.Context, tx bun.Tx, order []string, changes
 			}
 			continue
 		}
-		ids = append(ids, id)
-		plans = append(plans, ch.plan)
-		statuses = append(statuses, ch.status)
-		versions = append(versions, int64(ch.version))
-		ats = append(ats, ch.at)
+		if ch.version != 0 {
+			ids = append(ids, id)
+			plans = append(plans, ch.plan)
+			statuses = append(statuses, ch.status)
+			versions = append(versions, int64(ch.version))
+			ats = append(ats, ch.at)
+		}
 		if ch.moved {
 			wIDs = append(wIDs, id)
 			wAvail = append(wAvail, ch.avail)

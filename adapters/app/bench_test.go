@@ -237,7 +237,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			var mu sync.Mutex
 			var lat []time.Duration
 			commits0, commands0 := a.Ledger.AccountCommitStats()
-			b.SetParallelism(32)
+			b.SetParallelism(16) // 32 concurrent clients: SetParallelism multiplies by GOMAXPROCS (2)
 			stop := profileCPU(b, tc.name)
 			self0, pg0 := cpuUse()
 			var mem0 runtime.MemStats
