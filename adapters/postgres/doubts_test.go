@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -126,5 +127,41 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	}
 	if doubt, err := c.InDoubt(ctx, second); err != nil || !doubt {
 		t.Errorf("the answering instance forgot a reservation in doubt it could not record: %v, %v", doubt, err)
+	}
+}
+
+// Marks are pruned as new ones come: a mark older than two days is gone
+// after the next Mark, a recent one stays, and Has still sees it.
+func TestDoubtsArePruned(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	for task, age := range map[string]string{"gen_old": "3 days", "gen_day": "30 hours", "gen_recent": "1 hour"} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO reservations_in_doubt (task_id, account_id, marked_at)
+			VALUES (?, 'acc_x', now() - ?::interval)`, task, age); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := postgres.NewDoubts(db)
+	if err := d.Mark(ctx, "acc_x", "gen_new"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := db.NewRaw("SELECT task_id FROM reservations_in_doubt ORDER BY task_id").Scan(ctx, &left); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"gen_day", "gen_new", "gen_recent"}; !slices.Equal(left, want) {
+		t.Errorf("marks after pruning: %v, want %v", left, want)
+	}
+	for task, want := range map[string]bool{"gen_new": true, "gen_recent": true, "gen_day": false, "gen_old": false} {
+		if got, err := d.Has(ctx, task); err != nil || got != want {
+			t.Errorf("Has(%s) = %v, %v; want %v", task, got, err, want)
+		}
 	}
 }

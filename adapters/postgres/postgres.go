@@ -198,12 +198,20 @@ type Doubts struct{ db *bun.DB }
 // NewDoubts returns the store of reservations in doubt over db.
 func NewDoubts(db *bun.DB) *Doubts { return &Doubts{db: db} }
 
-// Mark records a reservation answered 503 with an unknown outcome.
+// Mark records a reservation answered 503 with an unknown outcome, and
+// forgets those older than doubtsKept. Marks come only with 503s, so
+// pruning as they come keeps the table to the last few days' outages
+// without a loop of its own.
 func (d *Doubts) Mark(ctx context.Context, accountID, taskID string) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO reservations_in_doubt (task_id, account_id) VALUES (?, ?)
-		ON CONFLICT (task_id) DO NOTHING`, taskID, accountID)
+	_, err := d.db.ExecContext(ctx, `WITH pruned AS (
+			DELETE FROM reservations_in_doubt WHERE marked_at < now() - ?::interval)
+		INSERT INTO reservations_in_doubt (task_id, account_id) VALUES (?, ?)
+		ON CONFLICT (task_id) DO NOTHING`, doubtsKept, taskID, accountID)
 	return err
 }
+
+// doubtsKept is how long a mark is kept: twice the day Has looks back.
+const doubtsKept = "2 days"
 
 // Has reports whether a reservation was marked in doubt in the last day
 // (after that its hold has long expired and been released anyway).
