@@ -14,9 +14,11 @@ import (
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/domain/user"
 	"github.com/ledgerd/ledgerd/domain/validation"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
@@ -253,5 +255,71 @@ func TestTopUpRejectionsChangeNothing(t *testing.T) {
 	}
 	if !w.Available.Equal(money.MustParse("10.00")) {
 		t.Fatalf("available = %s after rejected top-ups, want 10.00", w.Available)
+	}
+}
+
+// contended is the event store with every append losing its race on
+// demand, as when other writers keep appending to the account first:
+// nothing of ours is stored and the caller hears "conflict".
+type contended struct {
+	eventstore.Store
+	losing atomic.Bool
+	lost   atomic.Int64
+}
+
+func (s *contended) Append(ctx context.Context, a ...eventstore.Append) ([]uint64, error) {
+	if s.losing.Load() {
+		s.lost.Add(1)
+		return nil, eventstore.ErrConflict
+	}
+	return s.Store.Append(ctx, a...)
+}
+
+// A reservation that loses every race gives up after a bounded number of
+// retries with ErrTooManyConflicts (503 over HTTP), holds nothing, and
+// leaves no trace in the cached state: the next reservation holds one
+// price, not two.
+func TestReserveGivesUpUnderEndlessConflicts(t *testing.T) {
+	e := newEnv(t)
+	store := &contended{Store: e.store}
+	l := newLedger(t, store)
+	ctx := context.Background()
+	acc := createAccount(t, l, "contended@example.com")
+	if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "fund"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.store.Messages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := account.TaskRequest{Model: pricing.Defaults()[0], Input: account.TaskInput{Prompt: "p"}, HoldTTL: 1e11}
+	store.losing.Store(true)
+	_, err = l.Reserve(ctx, meta, acc.ID, req)
+	store.losing.Store(false)
+	if !errors.Is(err, aggregates.ErrTooManyConflicts) {
+		t.Fatalf("reserve losing every race: %v, want ErrTooManyConflicts", err)
+	}
+	if n := store.lost.Load(); n < 2 {
+		t.Errorf("gave up after %d append(s); a lost race is retried", n)
+	}
+	if after, err := e.store.Messages(ctx); err != nil || after != before {
+		t.Fatalf("stream holds %d messages after the refused reservation, %d before (%v)", after, before, err)
+	}
+	wallet := func() ledger.Wallet {
+		t.Helper()
+		_, w, err := l.Account(ctx, acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	if w := wallet(); !w.Available.Equal(money.MustParse("10.00")) || !w.Held.IsZero() {
+		t.Fatalf("after the refused reservation: available %s, held %s; want 10.00, 0", w.Available, w.Held)
+	}
+	if _, err := l.Reserve(ctx, meta, acc.ID, req); err != nil {
+		t.Fatal(err)
+	}
+	if w := wallet(); !w.Available.Equal(money.MustParse("9.20")) || !w.Held.Equal(money.MustParse("0.80")) {
+		t.Fatalf("after one reservation: available %s, held %s; want 9.20, 0.80", w.Available, w.Held)
 	}
 }
