@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -132,6 +133,18 @@ func cpuUse() (self, pg time.Duration) {
 	return self, pg
 }
 
+// gcCPU is the runtime's estimate of the CPU seconds spent collecting
+// garbage so far (mark assists, background marking, pauses): part of
+// go-cpu-us/call, the part GOGC trades against memory.
+func gcCPU() float64 {
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64 {
+		return 0
+	}
+	return s[0].Value.Float64()
+}
+
 func loginToken(b *testing.B, base string) string {
 	b.Helper()
 	res, err := http.Post(base+"/api/auth/login", "application/json",
@@ -240,6 +253,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			b.SetParallelism(16) // 32 concurrent clients: SetParallelism multiplies by GOMAXPROCS (2)
 			stop := profileCPU(b, tc.name)
 			self0, pg0 := cpuUse()
+			gc0 := gcCPU()
 			var mem0 runtime.MemStats
 			runtime.ReadMemStats(&mem0)
 			b.ResetTimer()
@@ -270,6 +284,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			})
 			b.StopTimer()
 			self1, pg1 := cpuUse()
+			gc1 := gcCPU()
 			var mem1 runtime.MemStats
 			runtime.ReadMemStats(&mem1)
 			stop()
@@ -279,6 +294,7 @@ func BenchmarkChargedCalls(b *testing.B) {
 			if len(lat) > 0 {
 				b.ReportMetric(float64((self1-self0).Microseconds())/float64(len(lat)), "go-cpu-us/call")
 				b.ReportMetric(float64((pg1-pg0).Microseconds())/float64(len(lat)), "pg-cpu-us/call")
+				b.ReportMetric((gc1-gc0)*1e6/float64(len(lat)), "gc-cpu-us/call")
 				// Allocation drives garbage collection, whose cost the CPU
 				// profile spreads thin; this figure is steady between runs.
 				b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/1024/float64(len(lat)), "alloc-KB/call")
