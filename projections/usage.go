@@ -107,7 +107,6 @@ func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		}
 	}
 	counts := map[usageKey]*usageCount{}
-	months := map[[2]string]*usageCount{}
 	var closed []string
 	for _, e := range ends {
 		t, ok := fresh[e.task]
@@ -125,16 +124,6 @@ func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 		if e.ok {
 			c.calls++
 			c.spend = c.spend.Add(e.amount)
-			if t.key != "" {
-				mk := [2]string{t.key, account.Month(e.at)}
-				m := months[mk]
-				if m == nil {
-					m = &usageCount{}
-					months[mk] = m
-				}
-				m.calls++
-				m.spend = m.spend.Add(e.amount)
-			}
 		} else {
 			c.failures++
 		}
@@ -162,81 +151,63 @@ func (p *Usage) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			return err
 		}
 	}
-	if err := writeUsage(ctx, tx, counts, out); err != nil {
-		return err
-	}
-	return writeMonths(ctx, tx, months)
+	return writeUsage(ctx, tx, counts, out)
 }
 
+// writeUsage adds the batch's minute counts to every table in one
+// statement: the minute rows are sent once, and Postgres rolls them up
+// into hours, days and each key's month (calls with a key, charged ones).
+// Buckets are truncated in UTC whatever the session's time zone.
 func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount, out *Changes) error {
 	if len(counts) == 0 {
 		return nil
 	}
-	for _, g := range []struct {
-		table string
-		trunc func(time.Time) time.Time
-	}{
-		{"usage_minute", func(t time.Time) time.Time { return t }},
-		{"usage_hour", func(t time.Time) time.Time { return t.Truncate(time.Hour) }},
-		{"usage_day", func(t time.Time) time.Time { return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC) }},
-	} {
-		rolled := map[usageKey]*usageCount{}
-		for k, c := range counts {
-			k.bucket = g.trunc(k.bucket)
-			r := rolled[k]
-			if r == nil {
-				r = &usageCount{}
-				rolled[k] = r
-			}
-			r.calls += c.calls
-			r.failures += c.failures
-			r.spend = r.spend.Add(c.spend)
-		}
-		var accs, keys, models, spends []string
-		var buckets []time.Time
-		var calls, fails []int64
-		for k, c := range rolled {
-			accs, keys, models, buckets = append(accs, k.account), append(keys, k.key), append(models, k.model), append(buckets, k.bucket)
-			calls, fails, spends = append(calls, c.calls), append(fails, c.failures), append(spends, c.spend.String())
-		}
-		returning := ""
-		if out != nil && g.table == "usage_minute" {
-			returning = " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
-		}
-		q := columns(tx, `INSERT INTO `+g.table+` AS u (account_id, key_id, model, bucket, calls, spend, failures)
+	n := len(counts)
+	accs, keys, models, spends := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	buckets := make([]time.Time, 0, n)
+	calls, fails := make([]int64, 0, n), make([]int64, 0, n)
+	for k, c := range counts {
+		accs, keys, models, buckets = append(accs, k.account), append(keys, k.key), append(models, k.model), append(buckets, k.bucket)
+		calls, fails, spends = append(calls, c.calls), append(fails, c.failures), append(spends, c.spend.String())
+	}
+	returning := ""
+	if out != nil {
+		returning = " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
+	}
+	q := columns(tx, `WITH d AS (
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::numeric[], $7::bigint[])
+				AS d(account_id, key_id, model, bucket, calls, spend, failures)
+		), hours AS (
+			INSERT INTO usage_hour AS u (account_id, key_id, model, bucket, calls, spend, failures)
+			SELECT account_id, key_id, model, date_trunc('hour', bucket, 'UTC'), sum(calls)::bigint, sum(spend), sum(failures)::bigint
+			FROM d GROUP BY 1, 2, 3, 4
 			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
-				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`+returning,
-			accs, keys, models, buckets,
-			calls, spends, fails)
-		var err error
-		if returning == "" {
-			_, err = q.Exec(ctx)
-		} else {
-			err = liveUsage(ctx, q, counts, out)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", g.table, err)
-		}
+				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures
+		), days AS (
+			INSERT INTO usage_day AS u (account_id, key_id, model, bucket, calls, spend, failures)
+			SELECT account_id, key_id, model, date_trunc('day', bucket, 'UTC'), sum(calls)::bigint, sum(spend), sum(failures)::bigint
+			FROM d GROUP BY 1, 2, 3, 4
+			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
+				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures
+		), months AS (
+			INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
+			SELECT key_id, to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM'), sum(calls)::bigint, sum(spend)
+			FROM d WHERE key_id <> '' AND calls > 0 GROUP BY 1, 2
+			ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend
+		)
+		INSERT INTO usage_minute AS u (account_id, key_id, model, bucket, calls, spend, failures)
+		SELECT * FROM d
+		ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
+			calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`+returning,
+		accs, keys, models, buckets, calls, spends, fails)
+	var err error
+	if out == nil {
+		_, err = q.Exec(ctx)
+	} else {
+		err = liveUsage(ctx, q, counts, out)
 	}
-	return nil
-}
-
-func writeMonths(ctx context.Context, tx bun.Tx, months map[[2]string]*usageCount) error {
-	if len(months) == 0 {
-		return nil
-	}
-	var keys, ms, spends []string
-	var calls []int64
-	for k, c := range months {
-		keys, ms, calls, spends = append(keys, k[0]), append(ms, k[1]), append(calls, c.calls), append(spends, c.spend.String())
-	}
-	_, err := columns(tx, `INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::numeric[])
-		ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend`,
-		keys, ms, calls, spends).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("key_usage_month: %w", err)
+		return fmt.Errorf("usage: %w", err)
 	}
 	return nil
 }
