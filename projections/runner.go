@@ -111,6 +111,10 @@ type Runner struct {
 	// applying is held while a batch is written; Pause takes it so the
 	// read model stands still at a known position.
 	applying sync.Mutex
+	// commits is commitBatch's slice, kept between batches (under
+	// applying): six projections each building one per batch was a
+	// steady 1.5 % of the allocation of a charged call.
+	commits []eventstore.Commit
 
 	mu           sync.Mutex
 	status       Status
@@ -440,7 +444,11 @@ func countEvents(ds []*delivered) uint64 {
 // The position update is conditional on the old position, so two runners
 // of one projection (a misconfiguration) cannot both apply a batch.
 func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []*delivered) error {
-	commits := make([]eventstore.Commit, 0, len(ds))
+	commits := r.commits[:0]
+	defer func() {
+		clear(commits) // the next batch's commits, not these, stay reachable
+		r.commits = commits[:0]
+	}()
 	for _, d := range ds {
 		if d.err != nil {
 			return fmt.Errorf("stream seq %d: %w", d.commit.StreamSeq, d.err)
