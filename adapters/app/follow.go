@@ -66,7 +66,9 @@ var indexed = []string{account.EventOpened, account.EventPlanChanged, account.Ev
 	account.EventKeyCreated, account.EventKeyRotated, account.EventKeyRevoked, pricing.EventModelSet}
 
 func needsDecoding(types string) bool {
-	for _, t := range strings.Split(types, ",") {
+	for types != "" {
+		var t string
+		t, types, _ = strings.Cut(types, ",")
 		if slices.Contains(indexed, t) {
 			return true
 		}

@@ -292,12 +292,12 @@ func (s *Subscriber) stop(it jetstream.MessagesContext) {
 // handle delivers one JetStream message and settles it. It reports false
 // when ctx ended first.
 func (sub *subscription) handle(ctx context.Context, jm jetstream.Msg, nackDelay, ackWait time.Duration) bool {
-	fields := watermill.LogFields{"subject": jm.Subject()}
-	tmpl, err := decode(jm)
+	m, err := decode(jm)
 	if err != nil {
 		// Redelivering cannot fix a malformed message. A durable consumer
 		// terminates it so it stops blocking the consumer; an ordered one
 		// has nothing to settle.
+		fields := watermill.LogFields{"subject": jm.Subject()}
 		if sub.durable {
 			sub.log.Error("Terminating undecodable message", err, fields)
 			if err := jm.Term(); err != nil {
@@ -308,11 +308,12 @@ func (sub *subscription) handle(ctx context.Context, jm jetstream.Msg, nackDelay
 		}
 		return true
 	}
-	fields = fields.Add(watermill.LogFields{"message_uuid": tmpl.UUID, MetaStreamSeq: tmpl.Metadata.Get(MetaStreamSeq)})
-
+	// Log fields are built only when something is logged: this runs for
+	// every commit on the stream.
+	fields := func() watermill.LogFields {
+		return watermill.LogFields{"subject": jm.Subject(), "message_uuid": m.UUID, MetaStreamSeq: m.Metadata.Get(MetaStreamSeq)}
+	}
 	for {
-		// A watermill message settles once, so every delivery is a copy.
-		m := tmpl.Copy()
 		msgCtx, cancelMsg := context.WithCancel(ctx)
 		m.SetContext(msgCtx)
 		acked, ok := sub.deliver(ctx, m, jm, ackWait, fields)
@@ -332,7 +333,7 @@ func (sub *subscription) handle(ctx context.Context, jm jetstream.Msg, nackDelay
 			// redelivered after a restart.
 			actx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 			if err := jm.DoubleAck(actx); err != nil {
-				sub.log.Error("Cannot ack message", err, fields)
+				sub.log.Error("Cannot ack message", err, fields())
 			}
 			cancel()
 			return true
@@ -342,16 +343,23 @@ func (sub *subscription) handle(ctx context.Context, jm jetstream.Msg, nackDelay
 			// JetStream redelivers after the delay; later commits go on
 			// meanwhile.
 			if err := jm.NakWithDelay(nackDelay); err != nil {
-				sub.log.Error("Cannot nack message", err, fields)
+				sub.log.Error("Cannot nack message", err, fields())
 			}
 			return true
 		default:
 			// An ordered consumer has no redelivery and must not skip a
 			// commit: resend the same one until it is acked.
-			sub.log.Debug("Message nacked, resending", fields)
+			sub.log.Debug("Message nacked, resending", fields())
 			if !sleep(ctx, resendDelay) {
 				return false
 			}
+		}
+		// A watermill message settles once, and the handler may have
+		// changed the one it had: a resend is decoded afresh (it decoded
+		// the first time, so it does again).
+		if m, err = decode(jm); err != nil {
+			sub.log.Error("Skipping undecodable message", err, fields())
+			return true
 		}
 	}
 }
@@ -360,7 +368,7 @@ func (sub *subscription) handle(ctx context.Context, jm jetstream.Msg, nackDelay
 // ctx ended first. A durable message's AckWait is extended meanwhile:
 // handlers (with their retries) may take longer than AckWait, and an
 // expiry would bring a duplicate.
-func (sub *subscription) deliver(ctx context.Context, m *message.Message, jm jetstream.Msg, ackWait time.Duration, fields watermill.LogFields) (acked, ok bool) {
+func (sub *subscription) deliver(ctx context.Context, m *message.Message, jm jetstream.Msg, ackWait time.Duration, fields func() watermill.LogFields) (acked, ok bool) {
 	select {
 	case sub.out <- m:
 	case <-ctx.Done():
@@ -380,7 +388,7 @@ func (sub *subscription) deliver(ctx context.Context, m *message.Message, jm jet
 			return false, true
 		case <-tick:
 			if err := jm.InProgress(); err != nil {
-				sub.log.Error("Cannot extend ack wait", err, fields)
+				sub.log.Error("Cannot extend ack wait", err, fields())
 			}
 		case <-ctx.Done():
 			// Both may be ready at once; an ack that made it counts.
