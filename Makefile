@@ -38,6 +38,7 @@ FUZZ_TARGETS = \
 	FuzzDecodeCommitMatchesEncodingJSON:./ledger/eventstore \
 	FuzzEventDecodingMatchesEncodingJSON:./ledger \
 	FuzzDecodeBodies:./adapters/httpapi \
+	FuzzDuplicateKeysMatchesTokenScan:./adapters/httpapi \
 	FuzzCredential:./adapters/httpapi \
 	FuzzKeyParse:./projections/keyindex
 FUZZ_SHORT ?= 3000x

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -190,26 +191,26 @@ func required(field, v string, verr *validation.Error) {
 
 // duplicateKeys reports the first object key given twice in one object
 // (compared the way encoding/json matches fields: case-folded) as a
-// validation error naming it with its path. Syntax errors are left to the
-// decoder, which reports them as invalid_json.
+// validation error naming it with its path. body must be valid JSON
+// (decode checks first), so the scan trusts its shape: it reads the bytes
+// once and allocates only the keys it compares, where a token decoder
+// boxed every token (this runs on every request that moves money).
 func duplicateKeys(body []byte) error {
 	type frame struct {
-		object bool
-		path   string
-		keys   map[string]struct{}
-		index  int  // next array element
-		key    bool // the next string token of an object is a key
-		name   string
+		object    bool
+		path      string
+		keys      []string // folded; objects are small, a scan beats a map
+		name      string   // the key whose value comes next
+		index     int      // the next array element
+		expectKey bool
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var stack []*frame
+	var stack []frame
 	// child names the value about to start inside the innermost frame.
 	child := func() string {
 		if len(stack) == 0 {
 			return ""
 		}
-		f := stack[len(stack)-1]
+		f := &stack[len(stack)-1]
 		if f.object {
 			return f.path + f.name
 		}
@@ -217,49 +218,74 @@ func duplicateKeys(body []byte) error {
 		f.index++
 		return p
 	}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil // end of input, or a syntax error the decoder reports
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if k, isKey := tok.(string); isKey && top != nil && top.object && top.key {
-			if top.keys == nil {
-				top.keys = map[string]struct{}{}
+	for i := 0; i < len(body); {
+		switch c := body[i]; c {
+		case ' ', '\t', '\n', '\r', ':':
+			i++
+		case ',':
+			if n := len(stack); n > 0 && stack[n-1].object {
+				stack[n-1].expectKey = true
 			}
-			folded := foldKey(k)
-			if _, dup := top.keys[folded]; dup {
-				return validation.Field(fieldPath(top.path, k), "is given more than once")
+			i++
+		case '{', '[':
+			path := child()
+			if path != "" && c == '{' {
+				path += "."
 			}
-			top.keys[folded] = struct{}{}
-			top.name, top.key = k, false
-			continue
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				path := child()
-				if path != "" {
-					if t == '{' {
-						path += "."
+			stack = append(stack, frame{object: c == '{', path: path, expectKey: c == '{'})
+			i++
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			i++
+		case '"':
+			end, plain := stringEnd(body, i)
+			if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expectKey {
+				top := &stack[n-1]
+				k := string(body[i+1 : end-1])
+				if !plain {
+					// Escapes, and invalid UTF-8 (which the decoder reads
+					// as U+FFFD), are read as encoding/json reads them.
+					if json.Unmarshal(body[i:end], &k) != nil {
+						return nil // not valid after all: the decoder says so
 					}
 				}
-				stack = append(stack, &frame{object: t == '{', path: path, key: t == '{'})
-				continue
-			case '}', ']':
-				stack = stack[:len(stack)-1]
+				folded := foldKey(k)
+				if slices.Contains(top.keys, folded) {
+					return validation.Field(fieldPath(top.path, k), "is given more than once")
+				}
+				top.keys = append(top.keys, folded)
+				top.name, top.expectKey = k, false
+			} else {
+				child()
 			}
-		default:
+			i = end
+		default: // a number, true, false or null
 			child()
-		}
-		if len(stack) > 0 && stack[len(stack)-1].object {
-			stack[len(stack)-1].key = true
+			for i < len(body) && !strings.ContainsRune(",]} \t\n\r", rune(body[i])) {
+				i++
+			}
 		}
 	}
+	return nil
+}
+
+// stringEnd returns the index just past the JSON string starting at
+// body[i] (a quote), and whether the string is plain ASCII without
+// escapes, its bytes being its value.
+func stringEnd(body []byte, i int) (end int, plain bool) {
+	plain = true
+	for j := i + 1; j < len(body); j++ {
+		switch b := body[j]; {
+		case b == '\\':
+			plain = false
+			j++
+		case b == '"':
+			return j + 1, plain
+		case b >= utf8.RuneSelf:
+			plain = false
+		}
+	}
+	return len(body), plain
 }
 
 // foldKey is a key's case-folded form: each rune replaced by the smallest
