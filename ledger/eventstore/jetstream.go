@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"strings"
 	"time"
 
@@ -312,12 +313,10 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 	var lastErr error
 	for attempt := 0; attempt < publishAttempts; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
-		ack, err := s.js.PublishMsg(actx, msg,
-			jetstream.WithExpectStream(s.cfg.Stream),
-			jetstream.WithExpectLastSequencePerSubject(a.Expected))
+		seq, err := s.publish(actx, msg, a.Expected)
 		cancel()
 		if err == nil {
-			return ack.Sequence, nil
+			return seq, nil
 		}
 		if subjectBusy(err) {
 			// A replicated stream refuses an expected-sequence publish
@@ -355,6 +354,50 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("eventstore: appending to %s: %w", a.Commit.Aggregate, lastErr)
+}
+
+// publish is jetstream's PublishMsg for the one publish the store makes
+// (expected stream, expected last sequence on the subject), reading the
+// ack with goccy/go-json: encoding/json reading the two acks of every
+// charged call was 2 % of the charged-calls benchmark's CPU. It behaves as
+// PublishMsg does: "no responders" (a stream without a leader for a
+// moment) is retried DefaultPubRetryAttempts times DefaultPubRetryWait
+// apart, then reported as jetstream.ErrNoStreamResponse; an error in the
+// ack comes back as a *jetstream.APIError; an ack without a stream is
+// jetstream.ErrInvalidJSAck.
+func (s *JetStream) publish(ctx context.Context, msg *nats.Msg, expected uint64) (uint64, error) {
+	msg.Header.Set(jetstream.ExpectedStreamHeader, s.cfg.Stream)
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
+	nc := s.js.Conn()
+	resp, err := nc.RequestMsgWithContext(ctx, msg)
+	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
+		select {
+		case <-ctx.Done():
+		case <-time.After(jetstream.DefaultPubRetryWait):
+		}
+		resp, err = nc.RequestMsgWithContext(ctx, msg)
+	}
+	if errors.Is(err, nats.ErrNoResponders) {
+		return 0, jetstream.ErrNoStreamResponse
+	}
+	if err != nil {
+		return 0, err
+	}
+	var ack struct {
+		Error  *jetstream.APIError `json:"error"`
+		Stream string              `json:"stream"`
+		Seq    uint64              `json:"seq"`
+	}
+	if err := gojson.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, jetstream.ErrInvalidJSAck
+	}
+	if ack.Error != nil {
+		return 0, fmt.Errorf("nats: %w", ack.Error)
+	}
+	if ack.Stream == "" {
+		return 0, jetstream.ErrInvalidJSAck
+	}
+	return ack.Seq, nil
 }
 
 // headIs reports whether the aggregate's last stored commit is commitID.

@@ -2,6 +2,7 @@ package eventstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -63,4 +64,35 @@ func TestJetStreamContractReplicated(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// An append with no stream to take it (deleted here; a stream without a
+// leader answers the same way for a moment) is retried, then refused as
+// unavailable, never as a conflict or an unknown error, and the refused
+// commit is not stored once the stream is back.
+func TestAppendWithoutAStreamIsUnavailable(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	s, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, s.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	ref := eventstore.Ref{Type: "account", ID: "acc_1"}
+	evs := []eventstore.Event{{ID: "evt_1", Type: "account.opened", Version: 1, AggregateType: ref.Type, AggregateID: ref.ID,
+		OccurredAt: time.Now(), Data: []byte(`{}`)}}
+	eventstore.Chain(0, "", evs)
+	_, err = s.Append(ctx, eventstore.Append{Commit: eventstore.Commit{ID: "cmt_1", Aggregate: ref, Events: evs}})
+	if !errors.Is(err, eventstore.ErrUnavailable) || errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("append with no stream: %v, want unavailable", err)
+	}
+	again, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := again.Messages(ctx); err != nil || n != 0 {
+		t.Fatalf("the recreated stream holds %d messages (%v), want 0", n, err)
+	}
 }
