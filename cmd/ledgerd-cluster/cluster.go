@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -249,10 +250,53 @@ func (c *Cluster) startLedgers(ctx context.Context) error {
 		c.ledgerd = append(c.ledgerd, p)
 	}
 	// One at a time: the first creates the stream, migrates and makes the
-	// admin; the others find them.
+	// admin; the others find them. Each is waited for until it has started,
+	// and all of them until they are ready only once all run: an API
+	// instance is not ready while the read models lag, and they lag until
+	// the projector (often started last) runs.
 	for i := range c.ledgerd {
-		if err := c.StartLedgerd(ctx, i); err != nil {
+		started := c.banners(i)
+		if err := c.startProc(c.ledgerd[i]); err != nil {
 			return err
+		}
+		if err := c.waitStarted(ctx, i, started, 60*time.Second); err != nil {
+			return err
+		}
+	}
+	for i := range c.ledgerd {
+		if err := c.WaitReady(ctx, i, 60*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startedBanner is what ledgerd prints once it has started, its bootstrap
+// (stream, migrations, admin) done.
+const startedBanner = "ledgerd is running"
+
+// banners counts the start banners in instance i's log, which every start
+// of the instance appends to.
+func (c *Cluster) banners(i int) int {
+	b, _ := os.ReadFile(c.ledgerd[i].log)
+	return bytes.Count(b, []byte(startedBanner))
+}
+
+// waitStarted waits until instance i has printed one more start banner
+// than before.
+func (c *Cluster) waitStarted(ctx context.Context, i, before int, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for c.banners(i) <= before {
+		if !c.ledgerd[i].running() {
+			return fmt.Errorf("%s exited; see %s", c.ledgerd[i].name, c.ledgerd[i].log)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not start within %v; see %s", c.ledgerd[i].name, bound, c.ledgerd[i].log)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	return nil
