@@ -285,7 +285,19 @@ func (s *session) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*g.cfg.MaxBatch, pullBytes))
+	// Until its first batch is applied each projection is as far behind
+	// as the consumer has messages for it: a session whose first pull goes
+	// unanswered must not look caught up (it did, with the lag left at 0
+	// from before a Postgres restart, while nothing was applied).
+	if info := cons.CachedInfo(); info != nil {
+		for _, f := range s.feeds {
+			f.r.behind(info.NumPending + uint64(info.NumAckPending))
+		}
+	}
+	// A short expiry: a pull lost with a NATS node (or unanswered by a
+	// consumer just recreated) is noticed by its missing heartbeats and
+	// sent again within pullExpiry, not the client's default 30 s.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*g.cfg.MaxBatch, pullBytes), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("consuming: %w", err)
 	}
@@ -644,6 +656,10 @@ func (g *group) ensureConsumer(ctx context.Context, pos uint64) (jetstream.Consu
 	}
 	return c, nil
 }
+
+// pullExpiry bounds each pull request of a live session; heartbeats come
+// every half of it and two missed ones renew the pull.
+const pullExpiry = 5 * time.Second
 
 // pullBytes bounds what a consumer asks for at once: commits carry up to
 // hundreds of events, and an unbounded pull overruns the connection.

@@ -480,3 +480,56 @@ func TestSetReadsTheStreamOnce(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// gated holds every batch until it is let through.
+type gated struct {
+	Projection
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) Apply(ctx context.Context, tx bun.Tx, commits []eventstore.Commit) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Projection.Apply(ctx, tx, commits)
+}
+
+// A leading session that has not applied anything yet reports the
+// backlog it starts with as lag, not the 0 it may have been left with:
+// after a Postgres restart, a session whose first pull went unanswered
+// looked caught up for 30 s while applying nothing.
+func TestSessionStartsWithItsBacklogAsLag(t *testing.T) {
+	e := newEnv(t)
+	a := e.account(t, "backlog@example.com")
+	var last uint64
+	for i := range 5 {
+		last = e.topUp(t, a.ID, "10.00", fmt.Sprintf("r%d", i))
+	}
+	proj := &gated{Projection: NewAccounts(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	r := NewRunner(e.cfg, proj)
+	e.start(t, r)
+	select {
+	case <-proj.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first batch never reached the projection")
+	}
+	if st := r.Status(); st.State != "running" || st.LagEvents == 0 {
+		t.Errorf("with its first batch not yet applied: %+v, want running with the backlog as lag", st)
+	}
+	close(proj.release)
+	waitFor(t, r, last)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Status().LagEvents != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("caught up, yet %+v", r.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

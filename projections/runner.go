@@ -255,6 +255,18 @@ func (r *Runner) setState(state string, err error, seq uint64) {
 	r.mu.Unlock()
 }
 
+// behind records the backlog a leading session starts with, before it
+// has applied anything. Lag in time then counts from now if nothing was
+// ever applied here.
+func (r *Runner) behind(pending uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.LagEvents = pending
+	if pending > 0 && r.lastStoredAt.IsZero() {
+		r.lastStoredAt = time.Now()
+	}
+}
+
 func (r *Runner) advance(pos, events uint64, pending uint64, storedAt time.Time) {
 	r.mu.Lock()
 	r.status.Position = pos
