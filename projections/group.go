@@ -179,6 +179,9 @@ func (g *group) followHead(ctx context.Context) {
 	if g.cfg.JS == nil {
 		return
 	}
+	// Each read has its own bound: one that timed out must not leave the
+	// other an expired context (the standby then kept a lag of 0 through
+	// a paused leader).
 	hctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	pending, err := g.consumerPending(hctx)
@@ -188,7 +191,10 @@ func (g *group) followHead(ctx context.Context) {
 				"projections", g.name, "err", err)
 		}
 		g.headUnread = true
-		if pending, err = g.streamPending(hctx); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if pending, err = g.streamPending(sctx); err != nil {
+			g.cfg.Logger.Debug("standby: the stream cannot be read either; keeping the last lag", "projections", g.name, "err", err)
 			return
 		}
 	} else {

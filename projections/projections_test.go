@@ -338,9 +338,30 @@ func TestParkedProjectionStopsReading(t *testing.T) {
 // first session or the consumer's replicas are still electing): the lag is
 // then judged from the stream, never left at 0 while nothing is applied.
 func TestStandbyLagWithoutTheLeadersConsumer(t *testing.T) {
+	t.Run("consumer missing", func(t *testing.T) { standbyLag(t, nil) })
+	// A consumer read that hangs until its bound must leave the stream
+	// read a bound of its own (sharing one, the standby kept a lag of 0
+	// through a paused leader).
+	t.Run("consumer read hangs", func(t *testing.T) {
+		standbyLag(t, func(js jetstream.JetStream) jetstream.JetStream { return hangingConsumer{js} })
+	})
+}
+
+// hangingConsumer is JetStream with consumer lookups that never answer.
+type hangingConsumer struct{ jetstream.JetStream }
+
+func (hangingConsumer) Consumer(ctx context.Context, _, _ string) (jetstream.Consumer, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func standbyLag(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) {
 	e := newEnv(t)
 	cfg := e.cfg
 	cfg.Follow = true // never leads
+	if wrap != nil {
+		cfg.JS = wrap(cfg.JS)
+	}
 	set := NewSet(cfg, NewAccounts(), NewUsers())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
