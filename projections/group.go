@@ -200,6 +200,7 @@ func (g *group) followHead(ctx context.Context) {
 	} else {
 		g.headUnread = false
 	}
+	g.cfg.Logger.Debug("standby: leader's backlog", "projections", g.name, "pending", pending, "from_stream", g.headUnread)
 	for _, r := range g.runners {
 		r.mu.Lock()
 		r.standbyPending = pending

@@ -108,14 +108,17 @@ func TestFaults(t *testing.T) {
 		// Lag rises, and the API instances' /readyz says so once the
 		// projections are LEDGER_READY_MAX_LAG behind.
 		sawUnready := false
+		var last string
 		for time.Since(paused) < outage(4*time.Second, 10*time.Second) {
-			if st, body := e.readyz(apiB); st == http.StatusServiceUnavailable && strings.Contains(body, "lagging") {
+			st, body := e.readyz(apiB)
+			if st == http.StatusServiceUnavailable && strings.Contains(body, "lagging") {
 				sawUnready = true
 			}
+			last = fmt.Sprintf("%d %s", st, body)
 			time.Sleep(200 * time.Millisecond)
 		}
 		if !sawUnready {
-			e.tb.Errorf("/readyz on an API instance never reported the paused projector's lag")
+			e.tb.Errorf("/readyz on an API instance never reported the paused projector's lag; last: %s", last)
 		}
 		e.check(c.ResumeLedgerd(projector))
 		return time.Now()
