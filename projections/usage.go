@@ -170,36 +170,11 @@ func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount,
 		accs, keys, models, buckets = append(accs, k.account), append(keys, k.key), append(models, k.model), append(buckets, k.bucket)
 		calls, fails, spends = append(calls, c.calls), append(fails, c.failures), append(spends, c.spend.String())
 	}
-	returning := ""
+	stmt := usageStatement
 	if out != nil {
-		returning = " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
+		stmt = usageStatementLive
 	}
-	q := columns(tx, `WITH d AS (
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::numeric[], $7::bigint[])
-				AS d(account_id, key_id, model, bucket, calls, spend, failures)
-		), hours AS (
-			INSERT INTO usage_hour AS u (account_id, key_id, model, bucket, calls, spend, failures)
-			SELECT account_id, key_id, model, date_trunc('hour', bucket, 'UTC'), sum(calls)::bigint, sum(spend), sum(failures)::bigint
-			FROM d GROUP BY 1, 2, 3, 4
-			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
-				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures
-		), days AS (
-			INSERT INTO usage_day AS u (account_id, key_id, model, bucket, calls, spend, failures)
-			SELECT account_id, key_id, model, date_trunc('day', bucket, 'UTC'), sum(calls)::bigint, sum(spend), sum(failures)::bigint
-			FROM d GROUP BY 1, 2, 3, 4
-			ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
-				calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures
-		), months AS (
-			INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
-			SELECT key_id, to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM'), sum(calls)::bigint, sum(spend)
-			FROM d WHERE key_id <> '' AND calls > 0 GROUP BY 1, 2
-			ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend
-		)
-		INSERT INTO usage_minute AS u (account_id, key_id, model, bucket, calls, spend, failures)
-		SELECT * FROM d
-		ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
-			calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`+returning,
-		accs, keys, models, buckets, calls, spends, fails)
+	q := columns(tx, stmt, accs, keys, models, buckets, calls, spends, fails)
 	var err error
 	if out == nil {
 		_, err = q.Exec(ctx)
@@ -211,6 +186,41 @@ func writeUsage(ctx context.Context, tx bun.Tx, counts map[usageKey]*usageCount,
 	}
 	return nil
 }
+
+// usageStatement adds a batch's minute rows ($1..$7, one array per column)
+// to the minute table and, rolled up, to the hour and day tables and the
+// keys' months.
+var usageStatement = `WITH d AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::numeric[], $7::bigint[])
+			AS d(account_id, key_id, model, bucket, calls, spend, failures)
+	), hours AS (` + usageRollup("usage_hour", "hour") + `
+	), days AS (` + usageRollup("usage_day", "day") + `
+	), months AS (
+		INSERT INTO key_usage_month AS m (key_id, month, calls, spend)
+		SELECT key_id, to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM'), sum(calls)::bigint, sum(spend)
+		FROM d WHERE key_id <> '' AND calls > 0 GROUP BY 1, 2
+		ON CONFLICT (key_id, month) DO UPDATE SET calls = m.calls + excluded.calls, spend = m.spend + excluded.spend
+	)
+	INSERT INTO usage_minute AS u (account_id, key_id, model, bucket, calls, spend, failures)
+	SELECT * FROM d` + usageAdd
+
+// usageStatementLive is usageStatement returning each minute bucket as
+// it stands after the batch, for the live streams.
+var usageStatementLive = usageStatement + " RETURNING account_id, key_id, model, bucket, calls, spend, failures"
+
+// usageRollup upserts the minute rows d into table, summed per bucket of
+// the unit (truncated in UTC).
+func usageRollup(table, unit string) string {
+	return `
+		INSERT INTO ` + table + ` AS u (account_id, key_id, model, bucket, calls, spend, failures)
+		SELECT account_id, key_id, model, date_trunc('` + unit + `', bucket, 'UTC'), sum(calls)::bigint, sum(spend), sum(failures)::bigint
+		FROM d GROUP BY 1, 2, 3, 4` + usageAdd
+}
+
+// usageAdd adds an upserted usage row to the bucket it meets.
+const usageAdd = `
+		ON CONFLICT (account_id, bucket, key_id, model) DO UPDATE SET
+			calls = u.calls + excluded.calls, spend = u.spend + excluded.spend, failures = u.failures + excluded.failures`
 
 // liveUsage runs the minute upsert and reports each bucket after it, with
 // what this batch added.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
@@ -52,14 +53,7 @@ func (s *lostAnswers) Load(ctx context.Context, ref eventstore.Ref, after uint64
 // instance that answered knew it, until it restarted.
 func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedDB(t)
 	_, js := natstest.JetStream(t, natstest.Server(t))
 	real, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
 	if err != nil {
@@ -134,14 +128,7 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 // after the next Mark, a recent one stays, and Has still sees it.
 func TestDoubtsArePruned(t *testing.T) {
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedDB(t)
 	for task, age := range map[string]string{"gen_old": "3 days", "gen_day": "30 hours", "gen_recent": "1 hour"} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO reservations_in_doubt (task_id, account_id, marked_at)
 			VALUES (?, 'acc_x', now() - ?::interval)`, task, age); err != nil {
@@ -164,4 +151,19 @@ func TestDoubtsArePruned(t *testing.T) {
 			t.Errorf("Has(%s) = %v, %v; want %v", task, got, err, want)
 		}
 	}
+}
+
+// migratedDB is a fresh database with the schema, closed after the test.
+func migratedDB(t *testing.T) *bun.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
