@@ -317,7 +317,12 @@ func (r *Runner) loaded(pos, events uint64) {
 // followPosition reads where the leading instance has brought the
 // projection.
 func (r *Runner) followPosition(ctx context.Context) {
-	pos, events, err := r.loadPosition(ctx)
+	// Bounded: the standby's loop also reads the leader's backlog, and a
+	// read stuck here (a pool waiting for a connection) must not freeze
+	// the lag it reports.
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	pos, events, err := r.loadPosition(pctx)
 	if err != nil {
 		return
 	}
