@@ -314,18 +314,9 @@ func (r *Runner) loaded(pos, events uint64) {
 	}
 }
 
-// followPosition reads where the leading instance has brought the
-// projection.
-func (r *Runner) followPosition(ctx context.Context) {
-	// Bounded: the standby's loop also reads the leader's backlog, and a
-	// read stuck here (a pool waiting for a connection) must not freeze
-	// the lag it reports.
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	pos, events, err := r.loadPosition(pctx)
-	if err != nil {
-		return
-	}
+// followed records where the leading instance has brought the
+// projection (read by group.followPositions).
+func (r *Runner) followed(pos, events uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	moved := pos > r.status.Position
