@@ -243,8 +243,13 @@ func (g *group) consumerPending(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	info := cons.CachedInfo() // just read
-	return info.NumPending + uint64(info.NumAckPending), nil
+	return backlog(cons.CachedInfo()), nil // just read
+}
+
+// backlog is what the consumer has yet to see applied: pending, plus
+// delivered and not yet acknowledged.
+func backlog(info *jetstream.ConsumerInfo) uint64 {
+	return info.NumPending + uint64(info.NumAckPending)
 }
 
 func (g *group) streamPending(ctx context.Context) (uint64, error) {
@@ -327,7 +332,7 @@ func (s *session) run(ctx context.Context) error {
 	// from before a Postgres restart, while nothing was applied).
 	if info := cons.CachedInfo(); info != nil {
 		for _, f := range s.feeds {
-			f.r.behind(info.NumPending + uint64(info.NumAckPending))
+			f.r.behind(backlog(info))
 		}
 	}
 	// A short expiry: a pull lost with a NATS node (or unanswered by a

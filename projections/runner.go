@@ -454,7 +454,7 @@ func countEvents(ds []*delivered) uint64 {
 func (r *Runner) commitBatch(ctx context.Context, from uint64, ds []*delivered) error {
 	commits := r.commits[:0]
 	defer func() {
-		clear(commits) // the next batch's commits, not these, stay reachable
+		clear(commits) // kept for reuse, not holding this batch's commits
 		r.commits = commits[:0]
 	}()
 	for _, d := range ds {
