@@ -37,6 +37,13 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 		return a.RequestTask(req, now)
 	})
 	var dup *account.DuplicateError
+	if errors.As(err, &dup) && l.refusedEarlier(ctx, accountID, dup.TaskID) {
+		// The key names a call its caller was answered 503 for: that call
+		// is released, and this retry is a new one, as the 503 promised.
+		out, err = l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+			return a.RequestTask(req, now)
+		})
+	}
 	if errors.As(err, &dup) {
 		return Reservation{TaskID: dup.TaskID, AccountID: accountID, Duplicate: true}, nil
 	}
@@ -58,6 +65,34 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 		return Reservation{}, err
 	}
 	return Reservation{TaskID: req.TaskID, AccountID: accountID, Price: req.Model.Price, StreamSeq: out.StreamSeq}, nil
+}
+
+// refusedEarlier tells whether taskID, named by a retry's idempotency key,
+// is a call answered 503 whose reservation landed after all, and if so
+// releases it (unless it ended already). When that cannot be told now,
+// the retry is answered as a duplicate, as before the 503 was known.
+func (l *Ledger) refusedEarlier(ctx context.Context, accountID, taskID string) bool {
+	doubt, err := l.InDoubt(ctx, taskID)
+	if err != nil || !doubt {
+		return false
+	}
+	err = l.ReleaseRefused(ctx, accountID, taskID)
+	if err != nil && !errors.Is(err, account.ErrTaskNotOpen) {
+		l.cfg.Logger.Warn("releasing a call answered 503 for a retry with its idempotency key", "task", taskID, "err", err)
+		return false
+	}
+	return true
+}
+
+// ReleaseRefused releases a call answered 503 whose reservation landed
+// after all, whichever instance owns it: it is never run, and its
+// idempotency key is free for the caller's retry.
+func (l *Ledger) ReleaseRefused(ctx context.Context, accountID, taskID string) error {
+	meta := Meta{Actor: "system:doubts:" + l.cfg.Owner, CausationID: l.ids.New("cmd"), CorrelationID: taskID}
+	_, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
+		return a.ReleaseRefused(taskID, l.cfg.Now())
+	})
+	return err
 }
 
 // Owner is this instance's id: the owner recorded on the tasks it drives.

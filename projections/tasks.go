@@ -68,6 +68,7 @@ type taskPatch struct {
 	callbackAttempts                                    *int
 	callbackNextAt                                      *time.Time
 	clearNextAt                                         bool
+	freeKey                                             bool // refused: the retry takes the idempotency key
 	version                                             uint64
 }
 
@@ -138,29 +139,35 @@ func (p *Tasks) ApplyLive(ctx context.Context, tx bun.Tx, commits []eventstore.C
 			patch(id).apply(d, at, ev.Seq, str)
 		}
 	}
-	if len(order) > 0 {
-		if err := insertTasks(ctx, tx, order, fresh); err != nil {
+	// Changes to rows already written go first: a call refused with a
+	// 503 frees its idempotency key there, and its retry, inserted
+	// below, takes the key (the index allows one row per key).
+	if len(patchOrder) > 0 {
+		after, err := writePatches(ctx, tx, patchOrder, patches, out != nil)
+		if err != nil {
 			return err
 		}
-		if out != nil {
-			for _, id := range order {
-				r := fresh[id]
-				out.Tasks = append(out.Tasks, TaskChange{Seq: statusSeq[id], AccountID: r.AccountID, TaskID: id, Model: r.Model,
+		for _, r := range after {
+			if seq, ok := statusSeq[r.ID]; ok {
+				out.Tasks = append(out.Tasks, TaskChange{Seq: seq, AccountID: r.AccountID, TaskID: r.ID, Model: r.Model,
 					KeyID: r.KeyID, Status: r.Status, Cost: r.Cost, CreatedAt: r.RequestedAt, CompletedAt: r.CompletedAt})
 			}
 		}
 	}
-	if len(patchOrder) == 0 {
+	if len(order) == 0 {
 		return nil
 	}
-	after, err := writePatches(ctx, tx, patchOrder, patches, out != nil)
-	for _, r := range after {
-		if seq, ok := statusSeq[r.ID]; ok {
-			out.Tasks = append(out.Tasks, TaskChange{Seq: seq, AccountID: r.AccountID, TaskID: r.ID, Model: r.Model,
+	if err := insertTasks(ctx, tx, order, fresh); err != nil {
+		return err
+	}
+	if out != nil {
+		for _, id := range order {
+			r := fresh[id]
+			out.Tasks = append(out.Tasks, TaskChange{Seq: statusSeq[id], AccountID: r.AccountID, TaskID: id, Model: r.Model,
 				KeyID: r.KeyID, Status: r.Status, Cost: r.Cost, CreatedAt: r.RequestedAt, CompletedAt: r.CompletedAt})
 		}
 	}
-	return err
+	return nil
 }
 
 // Wants implements Filter: only task events change tasks.
@@ -259,6 +266,9 @@ func (r *TaskRow) apply(e account.Event, at time.Time, seq uint64) {
 		r.queueCallback(at)
 	case account.TaskFailed:
 		r.Status, r.ErrorCode, r.ErrorMessage, r.CompletedAt, r.Cost = "failed", e.Code, e.Reason, &at, decimal.Zero
+		if e.Refused {
+			r.IdempotencyKey = ""
+		}
 		r.queueCallback(at)
 	case account.CallbackAttempted:
 		r.CallbackAttempts = max(r.CallbackAttempts, e.Attempt)
@@ -289,6 +299,7 @@ func (pt *taskPatch) apply(e account.Event, at time.Time, seq uint64, str func(s
 	case account.TaskFailed:
 		zero := decimal.Zero
 		pt.status, pt.errorCode, pt.errorMessage, pt.completedAt, pt.cost = str("failed"), str(e.Code), str(e.Reason), &at, &zero
+		pt.freeKey = pt.freeKey || e.Refused
 		pt.callbackStatus, pt.callbackNextAt = str("pending"), &at
 	case account.CallbackAttempted:
 		n := e.Attempt
@@ -314,7 +325,7 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 	cost := make([]*string, n)
 	started, completed, nextAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
 	attempts := make([]*int, n)
-	clearNext := make([]bool, n)
+	clearNext, freeKey := make([]bool, n), make([]bool, n)
 	versions := make([]int64, n)
 	for i, id := range ids {
 		pt := patches[id]
@@ -328,6 +339,7 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 			cost[i] = &c
 		}
 		started[i], completed[i], nextAt[i], attempts[i], clearNext[i] = pt.startedAt, pt.completedAt, pt.callbackNextAt, pt.callbackAttempts, pt.clearNextAt
+		freeKey[i] = pt.freeKey
 		versions[i] = int64(pt.version)
 	}
 	ret := ""
@@ -354,15 +366,17 @@ func writePatches(ctx context.Context, tx bun.Tx, ids []string, patches map[stri
 			WHEN d.callback_status = 'pending' AND t.callback_status IS NOT NULL THEN t.callback_next_at
 			WHEN d.clear_next THEN NULL
 			ELSE COALESCE(d.next_at, t.callback_next_at) END,
+		idempotency_key = CASE WHEN d.free_key THEN NULL ELSE t.idempotency_key END,
 		version = d.version
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[],
-			$9::timestamptz[], $10::timestamptz[], $11::text[], $12::int[], $13::timestamptz[], $14::bool[], $15::bigint[])
+			$9::timestamptz[], $10::timestamptz[], $11::text[], $12::int[], $13::timestamptz[], $14::bool[], $15::bigint[],
+			$16::bool[])
 		AS d(id, status, provider_ref, owner, error_code, error_message, output, cost,
-			started_at, completed_at, callback_status, attempts, next_at, clear_next, version)
+			started_at, completed_at, callback_status, attempts, next_at, clear_next, version, free_key)
 		WHERE t.id = d.id`+ret,
 		ids, status, ref, owner, ecode,
 		emsg, output, cost, started, completed,
-		cstatus, attempts, nextAt, clearNext, versions)
+		cstatus, attempts, nextAt, clearNext, versions, freeKey)
 	var after []TaskRow
 	var err error
 	if returning {

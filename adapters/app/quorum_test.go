@@ -8,6 +8,7 @@ package app
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestQuorumLoss(t *testing.T) {
 	took := waitUntil(t, 60*time.Second, func() bool { return ready().Status == http.StatusServiceUnavailable })
 	t.Logf("/readyz failed %v after the quorum was lost: %s", took, ready().Raw)
 	began := time.Now()
-	r := c.do("POST", "/api/v1/image/generate", image("no quorum"))
+	r := c.do("POST", "/api/v1/image/generate", image("no quorum"), "Idempotency-Key", "refused-1")
 	refused := time.Since(began)
 	if r.Status != http.StatusServiceUnavailable || errCode(r) != "unavailable" {
 		t.Fatalf("call without quorum: %d %s, want 503 unavailable", r.Status, r.Raw)
@@ -59,15 +60,23 @@ func TestQuorumLoss(t *testing.T) {
 	took = waitUntil(t, 60*time.Second, func() bool { return ready().Status == 200 })
 	t.Logf("/readyz ok %v after the nodes returned", took)
 	waitUntil(t, 30*time.Second, func() bool { return c.do("POST", "/api/v1/image/generate", image("after")).Status == 200 })
-	// Charged: before, one down, after (0.80 each, and any retries of "one
-	// down" that succeeded are not possible: the wait stops at the first
-	// 200). The refused call reserved nothing.
+	// The refused call retried with its Idempotency-Key runs, whether or
+	// not its reservation landed when the quorum returned (if it did, it is
+	// released, not run).
+	if r := c.do("POST", "/api/v1/image/generate", image("no quorum"), "Idempotency-Key", "refused-1"); r.Status != 200 {
+		t.Fatalf("retry of the refused call with its key: %d %s, want 200", r.Status, r.Raw)
+	}
+	landed := strings.Count(c.do("GET", "/api/v1/tasks?limit=100", nil).Raw, `"code":"unavailable"`)
+	t.Logf("the refused call's reservation landed when the quorum returned (and was released): %v", landed > 0)
+	// Charged: before, one down, after, the retry (0.80 each, and any
+	// retries of "one down" that succeeded are not possible: the wait
+	// stops at the first 200). The refused call was not charged.
 	var w string
 	deadline := time.Now().Add(15 * time.Second)
-	for w = e.wallet(); w != "7.60/0.00/7.60" && time.Now().Before(deadline); w = e.wallet() {
+	for w = e.wallet(); w != "6.80/0.00/6.80" && time.Now().Before(deadline); w = e.wallet() {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if w != "7.60/0.00/7.60" {
-		t.Fatalf("wallet %s, want 7.60/0.00/7.60 (three calls charged; the refused one not)", w)
+	if w != "6.80/0.00/6.80" {
+		t.Fatalf("wallet %s, want 6.80/0.00/6.80 (four calls charged; the refused one not)", w)
 	}
 }

@@ -361,6 +361,9 @@ func (s *Server) generate(r *http.Request, p Principal, c call, route string) (o
 		switch {
 		case err == nil && row.RequestHash != hash:
 			return outcome{}, account.ErrIdempotencyMismatch
+		case err == nil && s.refusedEarlier(ctx, row):
+			// Its caller was answered 503: this retry is a new call
+			// (Reserve releases the refused one).
 		case err == nil:
 			return s.await(r, p.AccountID, row.ID, !c.async)
 		case !errors.Is(err, projections.ErrNotFound):
@@ -451,6 +454,16 @@ func (s *Server) await(r *http.Request, accountID, taskID string, wait bool) (ou
 		delay = min(delay*2, 500*time.Millisecond)
 	}
 	return s.taskOutcome(ctx, nil, accountID, taskID)
+}
+
+// refusedEarlier tells whether an open task named by a retry's key was
+// answered 503 while its reservation was in doubt.
+func (s *Server) refusedEarlier(ctx context.Context, row projections.TaskRow) bool {
+	if row.Status != "pending" {
+		return false
+	}
+	doubt, err := s.cfg.Commands.InDoubt(ctx, row.ID)
+	return err == nil && doubt
 }
 
 // taskOutcome reads a task from the read model once it shows this

@@ -41,6 +41,7 @@ type Commands interface {
 	RevokeKey(ctx context.Context, meta ledger.Meta, accountID, keyID string) (apikey.Hash, uint64, error)
 	Reserve(ctx context.Context, meta ledger.Meta, accountID string, req account.TaskRequest) (ledger.Reservation, error)
 	OpenTask(ctx context.Context, accountID, taskID string) (account.Hold, bool, error)
+	InDoubt(ctx context.Context, taskID string) (bool, error)
 	Model(name string) (pricing.Model, error)
 	Models() []pricing.Model
 	SetModel(ctx context.Context, meta ledger.Meta, m pricing.Model) (pricing.Model, error)

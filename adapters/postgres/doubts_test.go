@@ -124,6 +124,76 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	}
 }
 
+// A retry with the Idempotency-Key of a call answered 503 is a new call,
+// as the 503 promised ("nothing was charged: try again"), even when the
+// refused reservation landed after all: the refused one is released, on
+// whichever instance the retry comes to, and the account holds one price.
+// Before, the retry named the refused call and was answered 503 again, for
+// as long as the key was remembered.
+func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
+	ctx := context.Background()
+	db := migratedDB(t)
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	real, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &lostAnswers{Store: real}
+	newLedger := func(owner string) *ledger.Ledger {
+		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: postgres.NewDoubts(db)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	meta := ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+	for _, on := range []string{"the instance that answered 503", "another instance"} {
+		t.Run(on, func(t *testing.T) {
+			a := newLedger("inst_a")
+			acc, err := a.CreateAccount(ctx, meta, ids.Generator{}.New("x")+"@example.com", "correct horse", account.PlanAPI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "fund"); err != nil {
+				t.Fatal(err)
+			}
+			call := account.TaskRequest{Model: pricing.Defaults()[0], Input: account.TaskInput{Prompt: "p"},
+				IdempotencyKey: "idem-1", RequestHash: "h1", HoldTTL: 1e11}
+			refused := call
+			refused.TaskID = ids.Generator{}.New("gen")
+			store.lose.Store(true)
+			_, err = a.Reserve(ctx, meta, acc.ID, refused)
+			store.lose.Store(false)
+			if !errors.Is(err, eventstore.ErrUnavailable) {
+				t.Fatalf("reserve with its answer lost: %v, want unavailable", err)
+			}
+			retrier := a
+			if on == "another instance" {
+				retrier = newLedger("inst_b")
+			}
+			retry, err := retrier.Reserve(ctx, meta, acc.ID, call)
+			if err != nil || retry.Duplicate || retry.TaskID == refused.TaskID {
+				t.Fatalf("retry: %+v, %v; want a new call", retry, err)
+			}
+			_, w, err := retrier.Account(ctx, acc.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, stillOpen, _ := retrier.OpenTask(ctx, acc.ID, refused.TaskID)
+			_, retryOpen, _ := retrier.OpenTask(ctx, acc.ID, retry.TaskID)
+			if stillOpen || !retryOpen || !w.Held.Equal(money.MustParse("0.80")) || !w.Available.Equal(money.MustParse("9.20")) {
+				t.Fatalf("after the retry: refused call open %v, retry open %v, held %s, available %s; want only the retry held",
+					stillOpen, retryOpen, w.Held, w.Available)
+			}
+			// The key now names the retry.
+			again, err := a.Reserve(ctx, meta, acc.ID, call)
+			if err != nil || !again.Duplicate || again.TaskID != retry.TaskID {
+				t.Fatalf("second retry: %+v, %v; want the first retry's call", again, err)
+			}
+		})
+	}
+}
+
 // Marks are pruned as new ones come: a mark older than two days is gone
 // after the next Mark, a recent one stays, and Has still sees it.
 func TestDoubtsArePruned(t *testing.T) {

@@ -36,7 +36,7 @@ func FuzzAccountInvariants(f *testing.F) {
 		var tasks []string
 		n := 0
 		for i := 0; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%13, int(ops[i+1])
+			op, arg := ops[i]%14, int(ops[i+1])
 			clock = clock.Add(time.Duration(arg) * time.Second)
 			before := fmt.Sprintf("%v|%v|%v|%d|%d|%d", a.Available(), a.Held(), a.Credits(), len(a.holds), len(a.grants), a.version)
 			var evs []Event
@@ -90,6 +90,8 @@ func FuzzAccountInvariants(f *testing.F) {
 				evs, err = a.TopUpPaid(fmt.Sprintf("top_p%d", i), money.FromCents(int64(arg)*25), fmt.Sprintf("cs_%d", arg%4), fmt.Sprintf("pi_%d", arg%4))
 			case 12:
 				evs, err = a.Refund(fmt.Sprintf("rfd_%d", i), fmt.Sprintf("cs_%d", arg%4), "ch", money.FromCents(int64(arg)*10))
+			case 13:
+				evs, err = a.ReleaseRefused(pick(), clock) // a call answered 503 that landed
 			case 10:
 				clock = clock.Add(time.Duration(arg) * 24 * time.Hour)
 				evs, err = a.RenewSubscription(plan.Plan{Name: "pro", APIAccess: true, MonthlyFee: money.FromCents(int64(arg) * 20),

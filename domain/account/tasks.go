@@ -32,6 +32,9 @@ type Hold struct {
 	RequestedAt time.Time
 	ExpiresAt   time.Time
 	Grants      []GrantDraw // the part of Amount grants pay for
+	// The request's idempotency key and hash: an open call keeps its key
+	// however long it runs, beyond IdempotencyWindow.
+	IdempotencyKey, RequestHash string
 }
 
 // IdempotencyWindow is how long the aggregate itself remembers generation
@@ -166,11 +169,11 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 		return nil, ErrPlanRequired
 	}
 	if req.IdempotencyKey != "" {
-		if e, ok := a.idem[req.IdempotencyKey]; ok && now.Sub(e.at) < IdempotencyWindow {
-			if e.hash != req.RequestHash {
+		if taskID, hash, ok := a.keyedTask(req.IdempotencyKey, now); ok {
+			if hash != req.RequestHash {
 				return nil, ErrIdempotencyMismatch
 			}
-			return nil, &DuplicateError{TaskID: e.taskID}
+			return nil, &DuplicateError{TaskID: taskID}
 		}
 	}
 	if _, dup := a.holds[req.TaskID]; dup {
@@ -217,6 +220,20 @@ func (a *Account) RequestTask(req TaskRequest, now time.Time) ([]Event, error) {
 		Owner: req.Owner, RequestedAt: now.UTC(), HoldExpiresAt: now.Add(req.HoldTTL).UTC(),
 		Grants: draws, Transaction: tx,
 	}), nil
+}
+
+// keyedTask is the call an idempotency key names: one requested within
+// the window, or one still open.
+func (a *Account) keyedTask(key string, now time.Time) (taskID, hash string, ok bool) {
+	if e, ok := a.idem[key]; ok && now.Sub(e.at) < IdempotencyWindow {
+		return e.taskID, e.hash, true
+	}
+	for _, h := range a.holds {
+		if h.IdempotencyKey == key {
+			return h.TaskID, h.RequestHash, true
+		}
+	}
+	return "", "", false
 }
 
 // StartTask records that the provider accepted the call (and its handle,
@@ -266,9 +283,42 @@ func (a *Account) FailTask(taskID, owner, code, reason string, now time.Time) ([
 	} else if h.Owner != owner {
 		return nil, ErrNotOwner
 	}
+	return a.release(h, code, reason, now), nil
+}
+
+// ReleaseRefused releases the hold of a call whose caller was answered
+// 503, nothing charged, while the append of its reservation had an
+// unknown outcome, and which landed after all. The call was never run and
+// must not be: the caller was told it was refused. Whoever owns it, it is
+// released at once, and its idempotency key is free again, so that the
+// caller's retry with it is a new call, as the 503 promised.
+func (a *Account) ReleaseRefused(taskID string, now time.Time) ([]Event, error) {
+	h, ok := a.holds[taskID]
+	if !ok {
+		return nil, ErrTaskNotOpen
+	}
+	if h.Started {
+		// A provider has it: it was run, so it was not refused.
+		return nil, fmt.Errorf("%w: %s was started", ErrNotOwner, taskID)
+	}
+	events := a.release(h, CodeUnavailable, "the call was answered 503 (event store unavailable) while its reservation was in doubt", now)
+	failed := events[len(events)-1].(TaskFailed)
+	failed.Refused = true
+	events[len(events)-1] = failed
+	return events, nil
+}
+
+// CodeUnavailable is the failure code of a call ended because a part it
+// needs was unavailable (its caller is answered 503).
+const CodeUnavailable = "unavailable"
+
+// release decides releasing an open hold in full: the events end with the
+// TaskFailed.
+func (a *Account) release(h *Hold, code, reason string, now time.Time) []Event {
+	taskID := h.TaskID
 	if len(h.Grants) == 0 {
 		return []Event{TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
-			Transaction: journal.Move(journal.Held(a.id), journal.Available(a.id), h.Amount)}}, nil
+			Transaction: journal.Move(journal.Held(a.id), journal.Available(a.id), h.Amount)}}
 	}
 	// Each part goes back where it came from: paid money to available, a
 	// grant's part to the grant, or, if the grant has expired meanwhile, to
@@ -291,7 +341,7 @@ func (a *Account) FailTask(taskID, owner, code, reason string, now time.Time) ([
 		returns = append(returns, GrantReturn{GrantID: d.GrantID, Amount: d.Amount, Expired: gone})
 	}
 	return append(events, TaskFailed{TaskID: taskID, Code: code, Reason: reason, Amount: h.Amount,
-		Grants: returns, Transaction: journal.Moves(legs...)}), nil
+		Grants: returns, Transaction: journal.Moves(legs...)})
 }
 
 // AdoptTask moves a task from a dead instance to a live one. Naming the
@@ -321,7 +371,8 @@ func (a *Account) applyTask(e Event) {
 	case TaskRequested:
 		a.holds[e.TaskID] = &Hold{TaskID: e.TaskID, KeyID: e.KeyID, Model: e.Model, Type: e.Type, Amount: e.Price,
 			Month: Month(e.RequestedAt), Owner: e.Owner, Callback: e.Input.CallbackURL != "",
-			RequestedAt: e.RequestedAt, ExpiresAt: e.HoldExpiresAt, Grants: e.Grants}
+			RequestedAt: e.RequestedAt, ExpiresAt: e.HoldExpiresAt, Grants: e.Grants,
+			IdempotencyKey: e.IdempotencyKey, RequestHash: e.RequestHash}
 		for _, d := range e.Grants {
 			if g := a.grants[d.GrantID]; g != nil {
 				g.Remaining = g.Remaining.Sub(d.Amount)
@@ -364,6 +415,9 @@ func (a *Account) applyTask(e Event) {
 			if u := a.usage[h.KeyID]; u != nil && u.month == h.Month {
 				u.calls--
 				u.spend = u.spend.Sub(h.Amount)
+			}
+			if e.Refused && h.IdempotencyKey != "" && a.idem[h.IdempotencyKey].taskID == e.TaskID {
+				delete(a.idem, h.IdempotencyKey)
 			}
 		}
 		delete(a.holds, e.TaskID)
@@ -441,9 +495,12 @@ type TaskSucceeded struct {
 
 // TaskFailed records why a call failed and releases its hold in full.
 type TaskFailed struct {
-	TaskID      string              `json:"task_id"`
-	Code        string              `json:"code"` // provider_error, provider_timeout, invalid_input, abandoned, cancelled
-	Reason      string              `json:"reason"`
+	TaskID string `json:"task_id"`
+	Code   string `json:"code"` // provider_error, provider_timeout, invalid_input, unavailable, abandoned, cancelled
+	Reason string `json:"reason"`
+	// Refused: the caller was answered 503 for this call, which was never
+	// run (see ReleaseRefused); its idempotency key is free again.
+	Refused     bool                `json:"refused,omitempty"`
 	Amount      money.Amount        `json:"amount"`
 	Grants      []GrantReturn       `json:"grants,omitempty"` // where the grants' part went
 	Transaction journal.Transaction `json:"transaction"`

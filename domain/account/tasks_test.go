@@ -179,6 +179,99 @@ func TestIdempotencyKeys(t *testing.T) {
 	if _, _, ok := a.RecentTask("idem-1"); ok {
 		t.Fatal("idempotency key kept beyond the window")
 	}
+	// A call still open keeps its key beyond the window, however long
+	// its hold: a retry must not make it twice.
+	long := req("g4", veo, "")
+	long.IdempotencyKey, long.RequestHash, long.HoldTTL = "idem-long", "h1", time.Hour
+	evs, err = a.RequestTask(long, later)
+	decideApply(t, a, evs, err)
+	retry := long
+	retry.TaskID = "g5"
+	if _, err := a.RequestTask(retry, later.Add(IdempotencyWindow+time.Minute)); !errors.As(err, &dup) || dup.TaskID != "g4" {
+		t.Fatalf("retry of an open call past the window: %v, want duplicate of g4", err)
+	}
+	retry.RequestHash = "h2"
+	if _, err := a.RequestTask(retry, later.Add(IdempotencyWindow+time.Minute)); !errors.Is(err, ErrIdempotencyMismatch) {
+		t.Fatalf("other body for an open call's key past the window: %v", err)
+	}
+}
+
+// TestRefusedCallFreesItsKey: a call whose caller was answered 503 while
+// its reservation was in doubt, and which landed after all, is released by
+// whoever finds it; its key is then free, so the caller's retry with it is
+// a new call. Any other ending keeps the key: a retry gets that call.
+func TestRefusedCallFreesItsKey(t *testing.T) {
+	keyed := func(task string) TaskRequest {
+		r := req(task, nanoBanana, "")
+		r.IdempotencyKey, r.RequestHash = "idem-1", "h1"
+		return r
+	}
+	tests := []struct {
+		name    string
+		end     func(a *Account) ([]Event, error)
+		freesIt bool
+	}{
+		{"refused", func(a *Account) ([]Event, error) { return a.ReleaseRefused("g1", now) }, true},
+		{"failed at the provider", func(a *Account) ([]Event, error) {
+			return a.FailTask("g1", "inst_a", "provider_error", "boom", now)
+		}, false},
+		{"failed as unavailable by its runner", func(a *Account) ([]Event, error) {
+			return a.FailTask("g1", "inst_a", CodeUnavailable, "provider down", now)
+		}, false},
+		{"captured", func(a *Account) ([]Event, error) { return a.CompleteTask("g1", "inst_a", TaskOutput{}) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := funded("10.00")
+			evs, err := a.RequestTask(keyed("g1"), now)
+			decideApply(t, a, evs, err)
+			evs, err = tt.end(a)
+			decideApply(t, a, evs, err)
+			evs, err = a.RequestTask(keyed("g2"), now.Add(time.Second))
+			var dup *DuplicateError
+			if tt.freesIt {
+				decideApply(t, a, evs, err)
+				if _, open := a.Hold("g2"); !open || !a.Held().Equal(m("0.80")) || !a.Available().Equal(m("9.20")) {
+					t.Fatalf("retry after the refusal: held %s available %s, want one call held", a.Held(), a.Available())
+				}
+				if _, err := a.RequestTask(keyed("g3"), now.Add(2*time.Second)); !errors.As(err, &dup) || dup.TaskID != "g2" {
+					t.Fatalf("second retry: %v, want duplicate of the new call g2", err)
+				}
+				return
+			}
+			if !errors.As(err, &dup) || dup.TaskID != "g1" {
+				t.Fatalf("retry: %v, want duplicate of g1", err)
+			}
+		})
+	}
+}
+
+func TestReleaseRefused(t *testing.T) {
+	a := funded("10.00")
+	evs, err := a.RequestTask(req("g1", nanoBanana, ""), now)
+	decideApply(t, a, evs, err)
+	evs, err = a.RequestTask(req("g2", nanoBanana, ""), now)
+	decideApply(t, a, evs, err)
+	evs, err = a.StartTask("g2", "inst_a", "ref")
+	decideApply(t, a, evs, err)
+	// Whoever owns it, before its expiry.
+	evs, err = a.ReleaseRefused("g1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ok := evs[len(evs)-1].(TaskFailed)
+	if !ok || !f.Refused || f.Code != CodeUnavailable || !f.Amount.Equal(m("0.80")) || f.Transaction.Check() != nil {
+		t.Fatalf("events %+v", evs)
+	}
+	decideApply(t, a, evs, nil)
+	if !a.Held().Equal(m("0.80")) || !a.Available().Equal(m("9.20")) {
+		t.Fatalf("after the refusal: held %s available %s", a.Held(), a.Available())
+	}
+	for name, id := range map[string]string{"a call already ended": "g1", "a call a provider has": "g2", "an unknown call": "g9"} {
+		if evs, err := a.ReleaseRefused(id, now); err == nil {
+			t.Errorf("%s: refused with %v", name, evs)
+		}
+	}
 }
 
 func TestSweeperAndAdoption(t *testing.T) {

@@ -45,7 +45,7 @@ const (
 	CodeProvider    = "provider_error"
 	CodeTimeout     = "provider_timeout"
 	CodeInvalid     = "invalid_input"
-	CodeUnavailable = "unavailable"
+	CodeUnavailable = account.CodeUnavailable
 )
 
 // Runner drives tasks in this process. Each task runs once here at a time;

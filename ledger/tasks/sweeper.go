@@ -40,7 +40,9 @@ type SweepLedger interface {
 	// InDoubt: the caller was answered 503 while the reservation's append
 	// had an unknown outcome; if it landed, it is released, not run.
 	InDoubt(ctx context.Context, taskID string) (bool, error)
-	FailTask(ctx context.Context, accountID, taskID, code, reason string) error
+	// ReleaseRefused releases a call answered 503 whose reservation
+	// landed after all: it is not run, and its idempotency key is free.
+	ReleaseRefused(ctx context.Context, accountID, taskID string) error
 }
 
 // Sweeper makes sure no hold leaks. Every interval it looks at the open
@@ -149,7 +151,7 @@ func (s *Sweeper) resume(ctx context.Context, t OpenTask) error {
 	}
 	if doubt {
 		s.Log.Warn("releasing a call answered 503 whose reservation landed after all", "task", t.ID, "account", t.AccountID)
-		return s.Ledger.FailTask(ctx, t.AccountID, t.ID, CodeUnavailable, "the call was answered 503 (event store unavailable) while its reservation was in doubt")
+		return s.Ledger.ReleaseRefused(ctx, t.AccountID, t.ID)
 	}
 	t.ProviderRef = h.ProviderRef
 	m, err := s.Ledger.Model(t.Model)

@@ -72,6 +72,10 @@ func (f *fakeLedger) FailTask(_ context.Context, _, id, code, _ string) error {
 	f.note("fail " + id + " " + code)
 	return nil
 }
+func (f *fakeLedger) ReleaseRefused(_ context.Context, _, id string) error {
+	f.note("refuse " + id)
+	return nil
+}
 
 // instant finishes every call at once; block holds a call until released.
 type instant struct {
@@ -143,14 +147,14 @@ func TestSweep(t *testing.T) {
 	}
 	calls := led.got()
 	for _, want := range []string{"release expired", "adopt orphan from inst_dead", "complete mine", "complete orphan",
-		"poll stale ref-1", "complete stale", "fail doubtful unavailable"} {
+		"poll stale ref-1", "complete stale", "refuse doubtful"} {
 		if !slices.Contains(calls, want) {
 			t.Errorf("missing %q in %v", want, calls)
 		}
 	}
 	for _, never := range []string{"release busy", "complete alive", "adopt alive from inst_alive", "release mine",
 		"submit stale", "submit ended", "complete ended", "submit doubtful", "complete doubtful",
-		"submit unknowable", "complete unknowable", "fail unknowable unavailable"} {
+		"submit unknowable", "complete unknowable", "refuse unknowable", "fail doubtful unavailable"} {
 		if slices.Contains(calls, never) {
 			t.Errorf("unexpected %q in %v", never, calls)
 		}
