@@ -121,6 +121,9 @@ type Runner struct {
 	advanced     chan struct{} // closed and replaced whenever the position moves
 	retry        chan struct{} // a staff request to retry after a poison event
 	lastStoredAt time.Time     // stream time of the last applied message
+	// startedBehind: when a leading session that had never applied
+	// anything here found a backlog; lag in time counts from then.
+	startedBehind time.Time
 	// A standby's view of the leader: what its consumer has pending, when the
 	// leader's position last moved, and since when it has been behind.
 	standbyPending uint64
@@ -190,6 +193,8 @@ func (r *Runner) Status() Status {
 		s.LagMillis = time.Since(since).Milliseconds()
 	case s.LagEvents > 0 && !r.lastStoredAt.IsZero():
 		s.LagMillis = time.Since(r.lastStoredAt).Milliseconds()
+	case s.LagEvents > 0 && !r.startedBehind.IsZero():
+		s.LagMillis = time.Since(r.startedBehind).Milliseconds()
 	}
 	if n := min(r.nLatency, len(r.latencies)); n > 0 {
 		sorted := make([]time.Duration, n)
@@ -262,8 +267,8 @@ func (r *Runner) behind(pending uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status.LagEvents = pending
-	if pending > 0 && r.lastStoredAt.IsZero() {
-		r.lastStoredAt = time.Now()
+	if pending > 0 && r.startedBehind.IsZero() {
+		r.startedBehind = time.Now()
 	}
 }
 
