@@ -431,9 +431,30 @@ func (s *JetStream) headIs(ctx context.Context, ref Ref, commitID string) (uint6
 }
 
 func (s *JetStream) appendAtomic(ctx context.Context, appends []Append) ([]uint64, error) {
+	seqs, err := s.tryAtomic(ctx, appends)
+	// "No responders": the stream had no leader for a moment (just
+	// created, or electing) when a message of the batch was sent. A batch
+	// is stored only with its last message, so this one was not: send it
+	// again as a new batch, as publish does a single message.
+	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(ctx.Err()))
+		case <-time.After(jetstream.DefaultPubRetryWait):
+		}
+		seqs, err = s.tryAtomic(ctx, appends)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(err))
+	}
+	return seqs, nil
+}
+
+// tryAtomic sends the appends as one atomic batch.
+func (s *JetStream) tryAtomic(ctx context.Context, appends []Append) ([]uint64, error) {
 	batch, err := jetstreamext.NewBatchPublisher(s.js)
 	if err != nil {
-		return nil, fmt.Errorf("eventstore: atomic append: %w", err)
+		return nil, err
 	}
 	for i, a := range appends {
 		msg, err := s.encode(a.Commit)
@@ -464,7 +485,7 @@ func (s *JetStream) appendAtomic(ctx context.Context, appends []Append) ([]uint6
 		}
 		if err != nil {
 			_ = batch.Discard()
-			return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(err))
+			return nil, err
 		}
 	}
 	panic("unreachable")

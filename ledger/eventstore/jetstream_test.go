@@ -71,28 +71,45 @@ func TestJetStreamContractReplicated(t *testing.T) {
 // unavailable, never as a conflict or an unknown error, and the refused
 // commit is not stored once the stream is back.
 func TestAppendWithoutAStreamIsUnavailable(t *testing.T) {
-	ctx := context.Background()
-	_, js := natstest.JetStream(t, natstest.Server(t))
-	s, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
+	commit := func(id string) eventstore.Append {
+		ref := eventstore.Ref{Type: "account", ID: "acc_" + id}
+		evs := []eventstore.Event{{ID: "evt_" + id, Type: "account.opened", Version: 1, AggregateType: ref.Type, AggregateID: ref.ID,
+			OccurredAt: time.Now(), Data: []byte(`{}`)}}
+		eventstore.Chain(0, "", evs)
+		return eventstore.Append{Commit: eventstore.Commit{ID: "cmt_" + id, Aggregate: ref, Events: evs}}
 	}
-	if err := js.DeleteStream(ctx, s.StreamName()); err != nil {
-		t.Fatal(err)
-	}
-	ref := eventstore.Ref{Type: "account", ID: "acc_1"}
-	evs := []eventstore.Event{{ID: "evt_1", Type: "account.opened", Version: 1, AggregateType: ref.Type, AggregateID: ref.ID,
-		OccurredAt: time.Now(), Data: []byte(`{}`)}}
-	eventstore.Chain(0, "", evs)
-	_, err = s.Append(ctx, eventstore.Append{Commit: eventstore.Commit{ID: "cmt_1", Aggregate: ref, Events: evs}})
-	if !errors.Is(err, eventstore.ErrUnavailable) || errors.Is(err, eventstore.ErrConflict) {
-		t.Fatalf("append with no stream: %v, want unavailable", err)
-	}
-	again, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := again.Messages(ctx); err != nil || n != 0 {
-		t.Fatalf("the recreated stream holds %d messages (%v), want 0", n, err)
+	// One commit is one publish; several are an atomic batch. Both retry
+	// "no responders" (the stream may be electing a leader) before giving
+	// up, and neither leaves anything behind.
+	for name, appends := range map[string][]eventstore.Append{
+		"one commit":             {commit("1")},
+		"an atomic batch of two": {commit("1"), commit("2")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			_, js := natstest.JetStream(t, natstest.Server(t))
+			s, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := js.DeleteStream(ctx, s.StreamName()); err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Append(ctx, appends...)
+			if !errors.Is(err, eventstore.ErrUnavailable) || errors.Is(err, eventstore.ErrConflict) {
+				t.Fatalf("append with no stream: %v, want unavailable", err)
+			}
+			again, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := again.Messages(ctx); err != nil || n != 0 {
+				t.Fatalf("the recreated stream holds %d messages (%v), want 0", n, err)
+			}
+			// The store works again once the stream is back.
+			if _, err := again.Append(ctx, appends...); err != nil {
+				t.Fatalf("append after the stream is back: %v", err)
+			}
+		})
 	}
 }
