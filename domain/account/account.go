@@ -97,6 +97,7 @@ type Account struct {
 	holds     map[string]*Hold
 	idem      map[string]idemEntry
 	idemOrder []string
+	openKeys  map[string]*Hold // open holds by idempotency key: kept beyond the window
 	usage     map[string]*keyUsage
 
 	alerts alertState // low-balance notifications (notify.go)
@@ -107,7 +108,8 @@ type Account struct {
 // New returns the empty aggregate for id, before any event.
 func New(id string) *Account {
 	return &Account{id: id, topUps: make(map[string]TopUp), keys: make(map[string]*Key),
-		holds: make(map[string]*Hold), grants: make(map[string]*Grant), idem: make(map[string]idemEntry), usage: make(map[string]*keyUsage)}
+		holds: make(map[string]*Hold), grants: make(map[string]*Grant), idem: make(map[string]idemEntry), usage: make(map[string]*keyUsage),
+		openKeys: make(map[string]*Hold)}
 }
 
 func (a *Account) ID() string               { return a.id }

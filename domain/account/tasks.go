@@ -228,10 +228,8 @@ func (a *Account) keyedTask(key string, now time.Time) (taskID, hash string, ok 
 	if e, ok := a.idem[key]; ok && now.Sub(e.at) < IdempotencyWindow {
 		return e.taskID, e.hash, true
 	}
-	for _, h := range a.holds {
-		if h.IdempotencyKey == key {
-			return h.TaskID, h.RequestHash, true
-		}
+	if h, ok := a.openKeys[key]; ok {
+		return h.TaskID, h.RequestHash, true
 	}
 	return "", "", false
 }
@@ -389,6 +387,7 @@ func (a *Account) applyTask(e Event) {
 			u.spend = u.spend.Add(e.Price)
 		}
 		if e.IdempotencyKey != "" {
+			a.openKeys[e.IdempotencyKey] = a.holds[e.TaskID]
 			a.idem[e.IdempotencyKey] = idemEntry{taskID: e.TaskID, hash: e.RequestHash, at: e.RequestedAt}
 			a.idemOrder = append(a.idemOrder, e.IdempotencyKey)
 		}
@@ -402,7 +401,7 @@ func (a *Account) applyTask(e Event) {
 			h.Owner = e.To
 		}
 	case TaskSucceeded:
-		delete(a.holds, e.TaskID)
+		a.forgetHold(e.TaskID)
 		a.applyTransaction(e.Transaction)
 	case TaskFailed:
 		for _, r := range e.Grants {
@@ -420,9 +419,17 @@ func (a *Account) applyTask(e Event) {
 				delete(a.idem, h.IdempotencyKey)
 			}
 		}
-		delete(a.holds, e.TaskID)
+		a.forgetHold(e.TaskID)
 		a.applyTransaction(e.Transaction)
 	}
+}
+
+// forgetHold removes an ended call's hold.
+func (a *Account) forgetHold(taskID string) {
+	if h := a.holds[taskID]; h != nil && h.IdempotencyKey != "" && a.openKeys[h.IdempotencyKey] == h {
+		delete(a.openKeys, h.IdempotencyKey)
+	}
+	delete(a.holds, taskID)
 }
 
 // pruneIdem forgets idempotency keys older than the window, oldest first,
