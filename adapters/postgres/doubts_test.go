@@ -46,6 +46,28 @@ func (s *lostAnswers) Load(ctx context.Context, ref eventstore.Ref, after uint64
 	return s.Store.Load(ctx, ref, after)
 }
 
+var meta = ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+
+// doubtEnv is a migrated database and an event store whose answers are
+// lost on demand, with the ledger instances to put on them.
+func doubtEnv(t *testing.T) (*bun.DB, *lostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
+	t.Helper()
+	db := migratedDB(t)
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	real, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &lostAnswers{Store: real}
+	return db, store, func(owner string, doubts ledger.Doubts) *ledger.Ledger {
+		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: doubts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+}
+
 // A reservation answered 503 whose append landed after all is known to be
 // in doubt by every instance, and by this one after a restart: the
 // sweeper then releases it instead of running (and charging) a call the
@@ -53,21 +75,7 @@ func (s *lostAnswers) Load(ctx context.Context, ref eventstore.Ref, after uint64
 // instance that answered knew it, until it restarted.
 func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	ctx := context.Background()
-	db := migratedDB(t)
-	_, js := natstest.JetStream(t, natstest.Server(t))
-	real, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &lostAnswers{Store: real}
-	newLedger := func(owner string, doubts ledger.Doubts) *ledger.Ledger {
-		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: doubts})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	meta := ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+	db, store, newLedger := doubtEnv(t)
 	a := newLedger("inst_a", postgres.NewDoubts(db))
 	acc, err := a.CreateAccount(ctx, meta, "doubt@example.com", "correct horse", account.PlanAPI)
 	if err != nil {
@@ -132,24 +140,10 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 // as long as the key was remembered.
 func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 	ctx := context.Background()
-	db := migratedDB(t)
-	_, js := natstest.JetStream(t, natstest.Server(t))
-	real, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &lostAnswers{Store: real}
-	newLedger := func(owner string) *ledger.Ledger {
-		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: postgres.NewDoubts(db)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	meta := ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
+	db, store, newLedger := doubtEnv(t)
 	for _, on := range []string{"the instance that answered 503", "another instance"} {
 		t.Run(on, func(t *testing.T) {
-			a := newLedger("inst_a")
+			a := newLedger("inst_a", postgres.NewDoubts(db))
 			acc, err := a.CreateAccount(ctx, meta, ids.Generator{}.New("x")+"@example.com", "correct horse", account.PlanAPI)
 			if err != nil {
 				t.Fatal(err)
@@ -169,7 +163,7 @@ func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 			}
 			retrier := a
 			if on == "another instance" {
-				retrier = newLedger("inst_b")
+				retrier = newLedger("inst_b", postgres.NewDoubts(db))
 			}
 			retry, err := retrier.Reserve(ctx, meta, acc.ID, call)
 			if err != nil || retry.Duplicate || retry.TaskID == refused.TaskID {
