@@ -7,14 +7,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ledgerd/ledgerd/adapters/pgembed"
 )
 
 // TestKill9BetweenReserveAndCapture kills ledgerd (SIGKILL: no shutdown
@@ -22,18 +19,7 @@ import (
 // again on the same data, and checks that each hold ended exactly once:
 // the calls were resumed and charged once, nothing is left held.
 func TestKill9BetweenReserveAndCapture(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "ledgerd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir, err := os.MkdirTemp("", "ledgerd-crash-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := pgembed.PrepareTestDir(dir); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := ledgerdBinary(t), dataDir(t, "ledgerd-crash-")
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
 	base := "http://" + httpAddr
 	start := func() (*exec.Cmd, string) {

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ledgerd/ledgerd/adapters/pgembed"
 )
 
 // TestKill9UnderLoad kills ledgerd while clients are making calls, starts
@@ -23,18 +21,7 @@ import (
 // exactly once; every call in flight is charged or released, none left
 // held; the statement matches the wallet; verify passes.
 func TestKill9UnderLoad(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "ledgerd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir, err := os.MkdirTemp("", "ledgerd-load-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := pgembed.PrepareTestDir(dir); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := ledgerdBinary(t), dataDir(t, "ledgerd-load-")
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
 	base := "http://" + httpAddr
 	start := func() *exec.Cmd {

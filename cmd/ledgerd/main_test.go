@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,18 +25,7 @@ import (
 // cleanly on SIGTERM leaving no Postgres behind, and starts again on the
 // same data.
 func TestBinaryStartsServesAndStopsOnSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "ledgerd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir, err := os.MkdirTemp("", "ledgerd-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := pgembed.PrepareTestDir(dir); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := ledgerdBinary(t), dataDir(t, "ledgerd-bin-")
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
 	var firstKey string
 	for run := range 2 {
@@ -120,6 +111,56 @@ func readBanner(t *testing.T, r io.Reader) string {
 			t.Fatalf("no banner within 60s:\n%s", b.String())
 		}
 	}
+}
+
+// TestMain removes the binary the tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	built     string
+	buildErr  error
+)
+
+// ledgerdBinary is ledgerd built once for the tests that run it as a
+// process.
+func ledgerdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "ledgerd-build-"); buildErr != nil {
+			return
+		}
+		built = filepath.Join(buildDir, "ledgerd")
+		if out, err := exec.Command("go", "build", "-o", built, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+// dataDir is an empty data directory the embedded Postgres can use (also
+// when the tests run as root), removed after the test.
+func dataDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := pgembed.PrepareTestDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func freeAddr(t *testing.T) string {
