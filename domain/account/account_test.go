@@ -28,14 +28,7 @@ func ptr[T any](v T) *T { return &v }
 // TestDecisions reads as: given these events, when this command, then these
 // events or this error.
 func TestDecisions(t *testing.T) {
-	tests := []struct {
-		name      string
-		given     []Event
-		when      func(a *Account) ([]Event, error)
-		then      []Event
-		wantErr   error
-		wantField string // for validation errors
-	}{
+	runDecisions(t, []decision{
 		{
 			name: "open a new account",
 			when: func(a *Account) ([]Event, error) {
@@ -134,7 +127,24 @@ func TestDecisions(t *testing.T) {
 			when:    func(a *Account) ([]Event, error) { return a.Update(nil, ptr(StatusActive)) },
 			wantErr: ErrClosed,
 		},
-	}
+	})
+}
+
+// decision is a case of a given/when/then table: given these events, when
+// this command, then these events or this error.
+type decision struct {
+	name      string
+	given     []Event
+	when      func(a *Account) ([]Event, error)
+	then      []Event
+	wantErr   error
+	wantField string // for validation errors
+}
+
+// runDecisions runs each case; deciding must never change state (only
+// Apply does), and every posting it makes must balance.
+func runDecisions(t *testing.T, tests []decision) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := New(accID)
@@ -156,12 +166,18 @@ func TestDecisions(t *testing.T) {
 			case err != nil:
 				t.Fatalf("unexpected error %v", err)
 			}
-			if !reflect.DeepEqual(got, tt.then) {
-				t.Fatalf("events = %#v, want %#v", got, tt.then)
+			if g, w := jsonOf(got), jsonOf(tt.then); g != w {
+				t.Fatalf("events = %s, want %s", g, w)
 			}
-			// Deciding never changes state; only Apply does.
 			if after := snapshot(a); !reflect.DeepEqual(before, after) {
 				t.Fatalf("deciding changed state: %+v, want %+v", after, before)
+			}
+			for _, e := range got {
+				if mv, ok := e.(Moving); ok {
+					if err := mv.Postings().Check(); err != nil {
+						t.Fatalf("unbalanced: %v", err)
+					}
+				}
 			}
 		})
 	}

@@ -3,13 +3,11 @@ package account
 import (
 	"encoding/json"
 	"errors"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
-	"github.com/ledgerd/ledgerd/domain/validation"
 )
 
 func paid(id, amount, ref, pi string) Event {
@@ -51,14 +49,7 @@ func jsonOf(evs []Event) string {
 
 func TestRefundDecisions(t *testing.T) {
 	base := []Event{opened(), paid("top_1", "20.00", "cs_1", "pi_1")}
-	tests := []struct {
-		name      string
-		given     []Event
-		when      func(a *Account) ([]Event, error)
-		then      []Event
-		wantErr   error
-		wantField string
-	}{
+	runDecisions(t, []decision{
 		{
 			name:  "full refund of unspent money",
 			given: base,
@@ -129,43 +120,7 @@ func TestRefundDecisions(t *testing.T) {
 				Transaction: journal.Transaction{{Account: journal.PlatformCash, Debit: m("10.00")},
 					{Account: journal.Receivable(accID), Credit: m("10.00")}}}},
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := New(accID)
-			for _, e := range tt.given {
-				a.Apply(e)
-			}
-			before := snapshot(a)
-			got, err := tt.when(a)
-			switch {
-			case tt.wantField != "":
-				var verr *validation.Error
-				if !errors.As(err, &verr) || verr.Fields[0].Field != tt.wantField {
-					t.Fatalf("error = %v, want validation error on %q", err, tt.wantField)
-				}
-			case tt.wantErr != nil:
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("error = %v, want %v", err, tt.wantErr)
-				}
-			case err != nil:
-				t.Fatalf("unexpected error %v", err)
-			}
-			if g, w := jsonOf(got), jsonOf(tt.then); g != w {
-				t.Fatalf("events = %s, want %s", g, w)
-			}
-			if after := snapshot(a); !reflect.DeepEqual(before, after) {
-				t.Fatalf("deciding changed state")
-			}
-			for _, e := range got {
-				if mv, ok := e.(Moving); ok {
-					if err := mv.Postings().Check(); err != nil {
-						t.Fatalf("unbalanced: %v", err)
-					}
-				}
-			}
-		})
-	}
+	})
 }
 
 // TestDebtRefusesCallsUntilSettled: a refund of spent money leaves the
