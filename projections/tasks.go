@@ -267,7 +267,10 @@ func (r *TaskRow) apply(e account.Event, at time.Time, seq uint64) {
 	case account.TaskFailed:
 		r.Status, r.ErrorCode, r.ErrorMessage, r.CompletedAt, r.Cost = "failed", e.Code, e.Reason, &at, decimal.Zero
 		if e.Refused {
+			// Its caller was answered 503 and never learnt its id: no
+			// callback, and its key is free for the retry.
 			r.IdempotencyKey = ""
+			break
 		}
 		r.queueCallback(at)
 	case account.CallbackAttempted:
@@ -299,7 +302,11 @@ func (pt *taskPatch) apply(e account.Event, at time.Time, seq uint64, str func(s
 	case account.TaskFailed:
 		zero := decimal.Zero
 		pt.status, pt.errorCode, pt.errorMessage, pt.completedAt, pt.cost = str("failed"), str(e.Code), str(e.Reason), &at, &zero
-		pt.freeKey = pt.freeKey || e.Refused
+		if e.Refused {
+			// As for a row not yet written: no callback, the key freed.
+			pt.freeKey = true
+			break
+		}
 		pt.callbackStatus, pt.callbackNextAt = str("pending"), &at
 	case account.CallbackAttempted:
 		n := e.Attempt

@@ -45,7 +45,8 @@ func TestRefusedCallGivesUpItsKey(t *testing.T) {
 				}
 				waitFor(t, r, e.l.AccountSeq(acc.ID))
 			}
-			call := account.TaskRequest{Model: pricing.Defaults()[0], Input: account.TaskInput{Prompt: "p"},
+			call := account.TaskRequest{Model: pricing.Defaults()[0],
+				Input:          account.TaskInput{Prompt: "p", RequestType: "async", CallbackURL: "https://example.com/hook"},
 				IdempotencyKey: "idem-1", RequestHash: "h1", HoldTTL: 1e11}
 			first, err := e.l.Reserve(ctx, meta, acc.ID, call)
 			if err != nil {
@@ -76,6 +77,10 @@ func TestRefusedCallGivesUpItsKey(t *testing.T) {
 			refused, err := reader.Task(ctx, acc.ID, first.TaskID)
 			if err != nil || refused.Status != "failed" || refused.ErrorCode != account.CodeUnavailable || !refused.Cost.IsZero() {
 				t.Fatalf("refused call: %+v, %v; want failed, unavailable, nothing charged", refused, err)
+			}
+			// Its caller never learnt its id: no callback is sent for it.
+			if refused.CallbackStatus != "" {
+				t.Fatalf("refused call's callback: %q, want none", refused.CallbackStatus)
 			}
 		})
 	}
