@@ -81,6 +81,11 @@ func Connect(ctx context.Context, srv *server.Server, url, name string, log *slo
 		// them: a command then answers 503 promptly, and nothing is left
 		// half-sent to land later.
 		nats.ReconnectBufSize(-1),
+		// The only synchronous subscriptions here are the event store's
+		// direct-get batch reads (512 replies and an end marker at most):
+		// nats.go's default channel of 65,536 slots allocated 512 KB for
+		// every aggregate load (cold caches, reloads after a conflict).
+		nats.SyncQueueLen(1024),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

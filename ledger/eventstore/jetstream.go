@@ -121,7 +121,9 @@ func (s *JetStream) ParseSubject(subject string) (Ref, bool) {
 	return Ref{Type: typ, ID: id}, true
 }
 
-// loadBatch is how many messages one direct-get request returns.
+// loadBatch is how many messages one direct-get request returns. Its
+// replies are read through a synchronous subscription, whose channel the
+// connection sizes (natsembed sets 1024): keep it below that.
 const loadBatch = 512
 
 // Load reads the aggregate's commits after stream sequence after.
