@@ -14,8 +14,8 @@ import (
 
 	"github.com/ledgerd/ledgerd/adapters/natsembed"
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
-	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
@@ -118,13 +118,7 @@ func BenchmarkReplay(b *testing.B) {
 	head, _ := store.Head(context.Background())
 	for b.Loop() {
 		b.StopTimer()
-		db, err := postgres.Open(context.Background(), pgtest.NewDatabase(b), 20)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := postgres.Migrate(context.Background(), db, slog.New(slog.DiscardHandler)); err != nil {
-			b.Fatal(err)
-		}
+		db, _ := postgrestest.Migrated(b, 20)
 		cfg := RunnerConfig{DB: db, JS: js, Stream: store.StreamName(), SubjectPrefix: store.SubjectPrefix(),
 			Logger: slog.New(slog.DiscardHandler), IsTransient: postgres.IsTransient}
 		cfg.MaxBatch, cfg.MaxEvents = RebuildBatch()

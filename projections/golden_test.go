@@ -16,8 +16,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
-	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/journal"
@@ -145,14 +145,7 @@ func dump(t *testing.T, db *bun.DB) string {
 func projectAll(t *testing.T, js jetstream.JetStream, store *eventstore.JetStream, maxBatch int) string {
 	t.Helper()
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	db, _ := postgrestest.Migrated(t, 10)
 	head, err := store.Head(ctx)
 	if err != nil {
 		t.Fatal(err)

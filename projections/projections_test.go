@@ -17,6 +17,7 @@ import (
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
 	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -36,14 +37,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	db, _ := postgrestest.Migrated(t, 10)
 	_, js := natstest.JetStream(t, natstest.Server(t))
 	store, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{})
 	if err != nil {

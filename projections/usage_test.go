@@ -10,8 +10,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
-	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/apikey"
 	"github.com/ledgerd/ledgerd/domain/pricing"
@@ -26,24 +26,13 @@ import (
 // falls in the middle of a local day.
 func TestUsageBucketsAreUTC(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	setup, err := postgres.Open(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := postgres.Migrate(ctx, setup, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	setup, dsn := postgrestest.Migrated(t, 4)
 	if _, err := setup.ExecContext(ctx, `DO $$ BEGIN
 		EXECUTE format('ALTER DATABASE %I SET timezone TO %L', current_database(), 'Asia/Kolkata'); END $$`); err != nil {
 		t.Fatal(err)
 	}
 	setup.Close()
-	db, err := postgres.Open(ctx, dsn, 4) // sessions from now on start in Asia/Kolkata
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := postgrestest.Open(t, dsn, 4) // sessions from now on start in Asia/Kolkata
 	var tz string
 	if err := db.NewRaw("SHOW timezone").Scan(ctx, &tz); err != nil || tz != "Asia/Kolkata" {
 		t.Fatalf("session time zone %q (%v), want Asia/Kolkata", tz, err)

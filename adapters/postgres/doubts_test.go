@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
 	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/pricing"
@@ -52,7 +52,7 @@ var meta = ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
 // lost on demand, with the ledger instances to put on them.
 func doubtEnv(t *testing.T) (*bun.DB, *lostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
 	t.Helper()
-	db := migratedDB(t)
+	db, _ := postgrestest.Migrated(t, 4)
 	_, js := natstest.JetStream(t, natstest.Server(t))
 	real, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
 	if err != nil {
@@ -192,7 +192,7 @@ func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 // after the next Mark, a recent one stays, and Has still sees it.
 func TestDoubtsArePruned(t *testing.T) {
 	ctx := context.Background()
-	db := migratedDB(t)
+	db, _ := postgrestest.Migrated(t, 4)
 	for task, age := range map[string]string{"gen_old": "3 days", "gen_day": "30 hours", "gen_recent": "1 hour"} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO reservations_in_doubt (task_id, account_id, marked_at)
 			VALUES (?, 'acc_x', now() - ?::interval)`, task, age); err != nil {
@@ -215,19 +215,4 @@ func TestDoubtsArePruned(t *testing.T) {
 			t.Errorf("Has(%s) = %v, %v; want %v", task, got, err, want)
 		}
 	}
-}
-
-// migratedDB is a fresh database with the schema, closed after the test.
-func migratedDB(t *testing.T) *bun.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	return db
 }
