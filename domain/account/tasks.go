@@ -99,6 +99,9 @@ var (
 	ErrTaskNotOpen = errors.New("task is not open")
 	// ErrNotOwner: the task is driven by another instance.
 	ErrNotOwner = errors.New("task is owned by another instance")
+	// ErrTaskStarted: a provider has the call, so it cannot be a call
+	// refused before it ran.
+	ErrTaskStarted = errors.New("task was started at its provider")
 )
 
 // DuplicateError says the idempotency key names an earlier call.
@@ -296,8 +299,7 @@ func (a *Account) ReleaseRefused(taskID string, now time.Time) ([]Event, error) 
 		return nil, ErrTaskNotOpen
 	}
 	if h.Started {
-		// A provider has it: it was run, so it was not refused.
-		return nil, fmt.Errorf("%w: %s was started", ErrNotOwner, taskID)
+		return nil, ErrTaskStarted
 	}
 	events := a.release(h, CodeUnavailable, "the call was answered 503 (event store unavailable) while its reservation was in doubt", now)
 	failed := events[len(events)-1].(TaskFailed)

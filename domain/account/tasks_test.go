@@ -267,9 +267,16 @@ func TestReleaseRefused(t *testing.T) {
 	if !a.Held().Equal(m("0.80")) || !a.Available().Equal(m("9.20")) {
 		t.Fatalf("after the refusal: held %s available %s", a.Held(), a.Available())
 	}
-	for name, id := range map[string]string{"a call already ended": "g1", "a call a provider has": "g2", "an unknown call": "g9"} {
-		if evs, err := a.ReleaseRefused(id, now); err == nil {
-			t.Errorf("%s: refused with %v", name, evs)
+	for name, c := range map[string]struct {
+		id   string
+		want error
+	}{
+		"a call already ended":  {"g1", ErrTaskNotOpen},
+		"a call a provider has": {"g2", ErrTaskStarted},
+		"an unknown call":       {"g9", ErrTaskNotOpen},
+	} {
+		if evs, err := a.ReleaseRefused(c.id, now); !errors.Is(err, c.want) || evs != nil {
+			t.Errorf("%s: %v, %v; want %v and nothing", name, evs, err, c.want)
 		}
 	}
 }
