@@ -21,7 +21,9 @@ import (
 // itself. Losing one node changes nothing.
 func TestQuorumLoss(t *testing.T) {
 	nc := natstest.StartCluster(t, 3)
-	e := newChargingEnv(t, map[string]string{"NATS_URL": nc.URL(), "LEDGER_STREAM_REPLICAS": "3"})
+	// No sweeps: if the refused call's reservation lands when the quorum
+	// returns, nothing releases it before its retry comes, which must.
+	e := newChargingEnv(t, map[string]string{"NATS_URL": nc.URL(), "LEDGER_STREAM_REPLICAS": "3", "LEDGER_SWEEP_INTERVAL": "1h"})
 	e.topUp("10.00", "fund")
 	key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
 	c := withKey(e.anon, key)
@@ -61,8 +63,8 @@ func TestQuorumLoss(t *testing.T) {
 	t.Logf("/readyz ok %v after the nodes returned", took)
 	waitUntil(t, 30*time.Second, func() bool { return c.do("POST", "/api/v1/image/generate", image("after")).Status == 200 })
 	// The refused call retried with its Idempotency-Key runs, whether or
-	// not its reservation landed when the quorum returned (if it did, it is
-	// released, not run).
+	// not its reservation landed when the quorum returned (if it did, the
+	// retry releases it, and it is never run).
 	if r := c.do("POST", "/api/v1/image/generate", image("no quorum"), "Idempotency-Key", "refused-1"); r.Status != 200 {
 		t.Fatalf("retry of the refused call with its key: %d %s, want 200", r.Status, r.Raw)
 	}
