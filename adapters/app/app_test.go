@@ -96,6 +96,10 @@ type response struct {
 	Raw    string
 }
 
+// contractClient bounds each call: a request that hangs fails its test
+// with the request named, not the whole package at its timeout.
+var contractClient = &http.Client{Timeout: 2 * time.Minute}
+
 func (c client) do(method, path string, body any, hdr ...string) response {
 	c.t.Helper()
 	var rd io.Reader
@@ -122,7 +126,7 @@ func (c client) do(method, path string, body any, hdr ...string) response {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := contractClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
