@@ -370,15 +370,11 @@ func (s *JetStream) appendOne(ctx context.Context, a Append) (uint64, error) {
 func (s *JetStream) publish(ctx context.Context, msg *nats.Msg, expected uint64) (uint64, error) {
 	msg.Header.Set(jetstream.ExpectedStreamHeader, s.cfg.Stream)
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
-	nc := s.js.Conn()
-	resp, err := nc.RequestMsgWithContext(ctx, msg)
-	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
-		select {
-		case <-ctx.Done():
-		case <-time.After(jetstream.DefaultPubRetryWait):
-		}
-		resp, err = nc.RequestMsgWithContext(ctx, msg)
-	}
+	var resp *nats.Msg
+	err := whileNoResponders(ctx, func() (err error) {
+		resp, err = s.js.Conn().RequestMsgWithContext(ctx, msg)
+		return err
+	})
 	if errors.Is(err, nats.ErrNoResponders) {
 		return 0, jetstream.ErrNoStreamResponse
 	}
@@ -400,6 +396,23 @@ func (s *JetStream) publish(ctx context.Context, msg *nats.Msg, expected uint64)
 		return 0, jetstream.ErrInvalidJSAck
 	}
 	return ack.Seq, nil
+}
+
+// whileNoResponders runs op, and again while it meets "no responders" (a
+// stream without a leader for a moment: just created, or electing one),
+// DefaultPubRetryAttempts more times DefaultPubRetryWait apart, as
+// jetstream's PublishMsg does. It returns op's last error, or ctx's.
+func whileNoResponders(ctx context.Context, op func() error) error {
+	err := op()
+	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jetstream.DefaultPubRetryWait):
+		}
+		err = op()
+	}
+	return err
 }
 
 // headIs reports whether the aggregate's last stored commit is commitID.
@@ -433,19 +446,13 @@ func (s *JetStream) headIs(ctx context.Context, ref Ref, commitID string) (uint6
 }
 
 func (s *JetStream) appendAtomic(ctx context.Context, appends []Append) ([]uint64, error) {
-	seqs, err := s.tryAtomic(ctx, appends)
-	// "No responders": the stream had no leader for a moment (just
-	// created, or electing) when a message of the batch was sent. A batch
-	// is stored only with its last message, so this one was not: send it
-	// again as a new batch, as publish does a single message.
-	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(ctx.Err()))
-		case <-time.After(jetstream.DefaultPubRetryWait):
-		}
+	// A batch is stored only with its last message: one a message of which
+	// met "no responders" was not, and is sent again as a new batch.
+	var seqs []uint64
+	err := whileNoResponders(ctx, func() (err error) {
 		seqs, err = s.tryAtomic(ctx, appends)
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: atomic append of %d commits: %w", len(appends), classify(err))
 	}
