@@ -285,21 +285,12 @@ func (c *Cluster) banners(i int) int {
 // waitStarted waits until instance i has printed one more start banner
 // than before.
 func (c *Cluster) waitStarted(ctx context.Context, i, before int, bound time.Duration) error {
-	deadline := time.Now().Add(bound)
-	for c.banners(i) <= before {
-		if !c.ledgerd[i].running() {
-			return fmt.Errorf("%s exited; see %s", c.ledgerd[i].name, c.ledgerd[i].log)
+	return c.waitFor(ctx, i, bound, "started", func() error {
+		if c.banners(i) <= before {
+			return fmt.Errorf("no start banner yet; see %s", c.ledgerd[i].log)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not start within %v; see %s", c.ledgerd[i].name, bound, c.ledgerd[i].log)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // StartLedgerd (re)starts instance i and waits until it is ready.
@@ -312,23 +303,35 @@ func (c *Cluster) StartLedgerd(ctx context.Context, i int) error {
 
 // WaitReady waits until instance i answers /readyz with 200.
 func (c *Cluster) WaitReady(ctx context.Context, i int, bound time.Duration) error {
-	deadline := time.Now().Add(bound)
-	for {
+	return c.waitFor(ctx, i, bound, "ready", func() error {
 		req, _ := http.NewRequestWithContext(ctx, "GET", c.URL(i)+"/readyz", nil)
 		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("/readyz %d: %s", res.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+// waitFor polls check every 100 ms until it passes, instance i exits, or
+// bound passes (then its last error says why).
+func (c *Cluster) waitFor(ctx context.Context, i int, bound time.Duration, what string, check func() error) error {
+	deadline := time.Now().Add(bound)
+	for {
+		err := check()
 		if err == nil {
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return nil
-			}
-			err = fmt.Errorf("/readyz %d: %s", res.StatusCode, body)
+			return nil
 		}
 		if !c.ledgerd[i].running() {
 			return fmt.Errorf("%s exited; see %s", c.ledgerd[i].name, c.ledgerd[i].log)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %v: %v", c.ledgerd[i].name, bound, err)
+			return fmt.Errorf("%s not %s within %v: %v", c.ledgerd[i].name, what, bound, err)
 		}
 		select {
 		case <-ctx.Done():
