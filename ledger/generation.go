@@ -33,16 +33,13 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 	req.Owner = l.cfg.Owner
 	req.APIAccess = l.PlanAPIAccess
 	now := l.cfg.Now()
-	out, err := l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
-		return a.RequestTask(req, now)
-	})
+	request := func(a *account.Account) ([]account.Event, error) { return a.RequestTask(req, now) }
+	out, err := l.accounts.Execute(ctx, accountID, meta, request)
 	var dup *account.DuplicateError
 	if errors.As(err, &dup) && l.refusedEarlier(ctx, accountID, dup.TaskID) {
 		// The key names a call its caller was answered 503 for: that call
 		// is released, and this retry is a new one, as the 503 promised.
-		out, err = l.accounts.Execute(ctx, accountID, meta, func(a *account.Account) ([]account.Event, error) {
-			return a.RequestTask(req, now)
-		})
+		out, err = l.accounts.Execute(ctx, accountID, meta, request)
 	}
 	if errors.As(err, &dup) {
 		return Reservation{TaskID: dup.TaskID, AccountID: accountID, Duplicate: true}, nil
