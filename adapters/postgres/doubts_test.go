@@ -165,6 +165,17 @@ func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 			if on == "another instance" {
 				retrier = newLedger("inst_b", postgres.NewDoubts(db))
 			}
+			// A retry while the event store is still unreachable is refused
+			// in turn and moves nothing: the refused call stays held, alone.
+			store.lose.Store(true)
+			_, err = retrier.Reserve(ctx, meta, acc.ID, call)
+			store.lose.Store(false)
+			if !errors.Is(err, eventstore.ErrUnavailable) {
+				t.Fatalf("retry with the store unreachable: %v, want unavailable", err)
+			}
+			if _, w, err := retrier.Account(ctx, acc.ID); err != nil || !w.Held.Equal(money.MustParse("0.80")) {
+				t.Fatalf("after a refused retry: held %s (%v), want the refused call's 0.80 alone", w.Held, err)
+			}
 			retry, err := retrier.Reserve(ctx, meta, acc.ID, call)
 			if err != nil || retry.Duplicate || retry.TaskID == refused.TaskID {
 				t.Fatalf("retry: %+v, %v; want a new call", retry, err)
