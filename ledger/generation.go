@@ -36,7 +36,7 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 	request := func(a *account.Account) ([]account.Event, error) { return a.RequestTask(req, now) }
 	out, err := l.accounts.Execute(ctx, accountID, meta, request)
 	var dup *account.DuplicateError
-	if errors.As(err, &dup) && l.refusedEarlier(ctx, accountID, dup.TaskID) {
+	if errors.As(err, &dup) && l.releaseIfRefused(ctx, accountID, dup.TaskID) {
 		// The key names a call its caller was answered 503 for: that call
 		// is released, and this retry is a new one, as the 503 promised.
 		out, err = l.accounts.Execute(ctx, accountID, meta, request)
@@ -64,11 +64,11 @@ func (l *Ledger) Reserve(ctx context.Context, meta Meta, accountID string, req a
 	return Reservation{TaskID: req.TaskID, AccountID: accountID, Price: req.Model.Price, StreamSeq: out.StreamSeq}, nil
 }
 
-// refusedEarlier tells whether taskID, named by a retry's idempotency key,
+// releaseIfRefused tells whether taskID, named by a retry's idempotency key,
 // is a call answered 503 whose reservation landed after all, and if so
 // releases it (unless it ended already). When that cannot be told now,
 // the retry is answered as a duplicate, as before the 503 was known.
-func (l *Ledger) refusedEarlier(ctx context.Context, accountID, taskID string) bool {
+func (l *Ledger) releaseIfRefused(ctx context.Context, accountID, taskID string) bool {
 	doubt, err := l.InDoubt(ctx, taskID)
 	if err != nil || !doubt {
 		return false
