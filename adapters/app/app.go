@@ -129,7 +129,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	}
 	a.Keys = keyindex.New(cfg.KeyPrefix)
 	fol := newFollower(a.Keys, log)
-	a.Ledger, err = ledger.New(a.store, ledger.Config{
+	var commands eventstore.Store = a.store
+	if cfg.wrapStore != nil {
+		commands = cfg.wrapStore(commands)
+	}
+	a.Ledger, err = ledger.New(commands, ledger.Config{
 		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log, Owner: a.instance,
 		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
 		OnCommit: fol.apply, Doubts: postgres.NewDoubts(a.db),

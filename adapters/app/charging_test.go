@@ -27,11 +27,20 @@ type chargingEnv struct {
 
 func newChargingEnv(t *testing.T, extra map[string]string) chargingEnv {
 	t.Helper()
+	return newChargingEnvWith(t, extra, func(*Config) {})
+}
+
+// newChargingEnvWith is newChargingEnv with its configuration changed by
+// tweak before the app starts.
+func newChargingEnvWith(t *testing.T, extra map[string]string, tweak func(*Config)) chargingEnv {
+	t.Helper()
 	env := map[string]string{"LEDGER_CALLBACK_ALLOW_PRIVATE": "true", "LEDGER_SWEEP_INTERVAL": "100ms"}
 	for k, v := range extra {
 		env[k] = v
 	}
-	a := startAppTB(t, testConfigTB(t, testDirTB(t), env))
+	cfg := testConfigTB(t, testDirTB(t), env)
+	tweak(&cfg)
+	a := startAppTB(t, cfg)
 	t.Cleanup(func() { stopApp(t, a) })
 	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
 	cust, acc := customer(t, admin, "payer@example.com", "api")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/domain/pricing"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/ledger/tasks"
 )
 
@@ -88,6 +89,11 @@ type Config struct {
 	// ReadyMaxLag is how far behind the stream (in time) a projection may
 	// be before /readyz fails.
 	ReadyMaxLag time.Duration
+
+	// wrapStore, when set, stands between the command side and the event
+	// stream. Tests only: it loses appends' answers on demand, which no
+	// real outage does on cue.
+	wrapStore func(eventstore.Store) eventstore.Store
 }
 
 func (c Config) stripeEnabled() bool { return c.StripeSecretKey != "" && c.StripeWebhookSecret != "" }

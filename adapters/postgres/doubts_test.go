@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync/atomic"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,37 +19,15 @@ import (
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
 	"github.com/ledgerd/ledgerd/ledger/ids"
 )
-
-// lostAnswers is the event store with its answers lost on demand: the
-// append is stored, but the caller hears "unavailable", and so does the
-// reload that would have found it.
-type lostAnswers struct {
-	eventstore.Store
-	lose atomic.Bool
-}
-
-func (s *lostAnswers) Append(ctx context.Context, a ...eventstore.Append) ([]uint64, error) {
-	seqs, err := s.Store.Append(ctx, a...)
-	if err == nil && s.lose.Load() {
-		return nil, eventstore.ErrUnavailable
-	}
-	return seqs, err
-}
-
-func (s *lostAnswers) Load(ctx context.Context, ref eventstore.Ref, after uint64) ([]eventstore.Commit, error) {
-	if s.lose.Load() {
-		return nil, eventstore.ErrUnavailable
-	}
-	return s.Store.Load(ctx, ref, after)
-}
 
 var meta = ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
 
 // doubtEnv is a migrated database and an event store whose answers are
 // lost on demand, with the ledger instances to put on them.
-func doubtEnv(t *testing.T) (*bun.DB, *lostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
+func doubtEnv(t *testing.T) (*bun.DB, *storetest.LostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
 	t.Helper()
 	db, _ := postgrestest.Migrated(t, 4)
 	_, js := natstest.JetStream(t, natstest.Server(t))
@@ -58,7 +35,7 @@ func doubtEnv(t *testing.T) (*bun.DB, *lostAnswers, func(owner string, doubts le
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &lostAnswers{Store: real}
+	store := &storetest.LostAnswers{Store: real}
 	return db, store, func(owner string, doubts ledger.Doubts) *ledger.Ledger {
 		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: doubts})
 		if err != nil {
@@ -85,10 +62,10 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	taskID := ids.Generator{}.New("gen")
-	store.lose.Store(true)
+	store.Lose.Store(true)
 	_, err = a.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: taskID, Model: pricing.Defaults()[0],
 		Input: account.TaskInput{Prompt: "p"}, HoldTTL: 1e11})
-	store.lose.Store(false)
+	store.Lose.Store(false)
 	if !errors.Is(err, eventstore.ErrUnavailable) {
 		t.Fatalf("reserve with its answer lost: %v, want unavailable", err)
 	}
@@ -120,10 +97,10 @@ func TestReservationInDoubtOutlivesTheInstance(t *testing.T) {
 	down.Close()
 	c := newLedger("inst_c", postgres.NewDoubts(down))
 	second := ids.Generator{}.New("gen")
-	store.lose.Store(true)
+	store.Lose.Store(true)
 	_, err = c.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: second, Model: pricing.Defaults()[0],
 		Input: account.TaskInput{Prompt: "p"}, HoldTTL: 1e11})
-	store.lose.Store(false)
+	store.Lose.Store(false)
 	if !errors.Is(err, eventstore.ErrUnavailable) {
 		t.Fatalf("reserve with its answer lost and Postgres down: %v, want unavailable", err)
 	}
@@ -155,9 +132,9 @@ func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 				IdempotencyKey: "idem-1", RequestHash: "h1", HoldTTL: 1e11}
 			refused := call
 			refused.TaskID = ids.Generator{}.New("gen")
-			store.lose.Store(true)
+			store.Lose.Store(true)
 			_, err = a.Reserve(ctx, meta, acc.ID, refused)
-			store.lose.Store(false)
+			store.Lose.Store(false)
 			if !errors.Is(err, eventstore.ErrUnavailable) {
 				t.Fatalf("reserve with its answer lost: %v, want unavailable", err)
 			}
@@ -167,9 +144,9 @@ func TestRetryOfACallRefusedInDoubtIsANewCall(t *testing.T) {
 			}
 			// A retry while the event store is still unreachable is refused
 			// in turn and moves nothing: the refused call stays held, alone.
-			store.lose.Store(true)
+			store.Lose.Store(true)
 			_, err = retrier.Reserve(ctx, meta, acc.ID, call)
-			store.lose.Store(false)
+			store.Lose.Store(false)
 			if !errors.Is(err, eventstore.ErrUnavailable) {
 				t.Fatalf("retry with the store unreachable: %v, want unavailable", err)
 			}

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
+)
+
+// A call answered 503 whose reservation was stored after all (its answer
+// lost, as a stream without quorum does) is retried by its client with the
+// same Idempotency-Key, as the 503 asks. The retry is a new call and is
+// charged once; the refused call is released and never run, whether the
+// sweeper released it before the retry came or the retry finds it still
+// held. A later retry with the key answers the retry's call. TestQuorumLoss
+// reaches this only when the stream happens to store the refused append.
+func TestRetryOfARefusedCallOverHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sweep string
+	}{
+		// The retry finds the refused call pending in the read model and
+		// in doubt: it releases it, then reserves anew.
+		{"the refused call still held", "1h"},
+		// The sweeper released it first: its key is free.
+		{"the refused call released by the sweeper", "100ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var store *storetest.LostAnswers
+			e := newChargingEnvWith(t, map[string]string{"LEDGER_SWEEP_INTERVAL": tc.sweep}, func(c *Config) {
+				c.wrapStore = func(s eventstore.Store) eventstore.Store {
+					store = &storetest.LostAnswers{Store: s}
+					return store
+				}
+			})
+			e.topUp("10.00", "fund")
+			key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
+			c := withKey(e.anon, key)
+			call := func() response {
+				return c.do("POST", "/api/v1/image/generate", image("refused"), "Idempotency-Key", "idem-refused")
+			}
+
+			store.Lose.Store(true)
+			r := call()
+			store.Lose.Store(false)
+			if r.Status != http.StatusServiceUnavailable || errCode(r) != "unavailable" {
+				t.Fatalf("call with its answer lost: %d %s, want 503 unavailable", r.Status, r.Raw)
+			}
+			// The refused reservation is in the read models: its price is
+			// held, and (until released) its task is listed.
+			var refused map[string]any
+			waitUntil(t, 10*time.Second, func() bool {
+				tasks, _ := e.cust.do("GET", "/api/v1/tasks?limit=10", nil).Body["tasks"].([]any)
+				if len(tasks) != 1 {
+					return false
+				}
+				refused = tasks[0].(map[string]any)
+				return tc.sweep == "1h" || refused["status"] == "failed"
+			})
+			if tc.sweep == "1h" && (refused["status"] != "pending" || e.wallet() != "10.00/0.80/9.20") {
+				t.Fatalf("before the retry: task %v, wallet %s; want it pending and 0.80 held", refused, e.wallet())
+			}
+
+			r = call()
+			if r.Status != http.StatusOK || r.Body["imageUrl"] == nil || r.Body["taskId"] == refused["taskId"] {
+				t.Fatalf("retry: %d %s; want a new call, succeeded (the refused one was %v)", r.Status, r.Raw, refused["taskId"])
+			}
+			retry := r.Body["taskId"]
+			if again := call(); again.Status != http.StatusOK || again.Body["taskId"] != retry {
+				t.Fatalf("second retry: %d %s; want the first retry's call %v", again.Status, again.Raw, retry)
+			}
+			// One charge: the retry's. The refused call is failed, released,
+			// and was never run.
+			waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "9.20/0.00/9.20" })
+			task := e.cust.do("GET", "/api/v1/tasks/"+refused["taskId"].(string), nil)
+			failure, _ := task.Body["error"].(map[string]any)
+			if task.Body["status"] != "failed" || task.Body["cost"] != "0.00" || failure["code"] != "unavailable" {
+				t.Fatalf("the refused call: %s; want failed, unavailable, nothing charged", task.Raw)
+			}
+			if listed, _ := e.cust.do("GET", "/api/v1/tasks?limit=10", nil).Body["tasks"].([]any); len(listed) != 2 {
+				t.Fatalf("tasks listed: %v; want the refused call and its retry", listed)
+			}
+		})
+	}
+}
