@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ledgerd/ledgerd/domain/account"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
 )
@@ -83,5 +84,56 @@ func TestRetryOfARefusedCallOverHTTP(t *testing.T) {
 				t.Fatalf("tasks listed: %v; want the refused call and its retry", listed)
 			}
 		})
+	}
+}
+
+// lossyChargingEnv is a charging environment whose command side's appends
+// can have their answers lost on cue.
+func lossyChargingEnv(t *testing.T, extra map[string]string) (chargingEnv, *storetest.LostAnswers) {
+	t.Helper()
+	var store *storetest.LostAnswers
+	e := newChargingEnvWith(t, extra, func(c *Config) {
+		c.wrapStore = func(s eventstore.Store) eventstore.Store {
+			store = &storetest.LostAnswers{Store: s}
+			return store
+		}
+	})
+	return e, store
+}
+
+// When the answer to a call's capture or release is lost (stored, but its
+// runner hears "unavailable", and so does the reload that would have found
+// it), the runner tries again, finds the task ended, and the caller gets
+// what the call came to: its image and one charge, or its provider's
+// failure and nothing charged. Never a 503, which says nothing was
+// charged, and never a second capture.
+func TestLostOutcomeAnswerAnswersTheOutcome(t *testing.T) {
+	e, store := lossyChargingEnv(t, nil)
+	e.topUp("10.00", "fund")
+	e.model("fails", map[string]any{"type": "image", "price": "1.00", "provider": "local", "options": map[string]any{"failure_rate": 1}})
+	key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
+	c := withKey(e.anon, key)
+
+	store.LoseNext(account.EventTaskSucceeded)
+	r := c.do("POST", "/api/v1/image/generate", image("captured"))
+	if r.Status != http.StatusOK || r.Body["imageUrl"] == nil || r.Body["cost"] != "0.80" {
+		t.Fatalf("call whose capture's answer was lost: %d %s, want 200 with its image", r.Status, r.Raw)
+	}
+	if store.Lost() != 2 {
+		t.Fatalf("%d answers lost, want the capture's and its reload's", store.Lost())
+	}
+	waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "9.20/0.00/9.20" })
+
+	store.LoseNext(account.EventTaskFailed)
+	r = c.do("POST", "/api/v1/image/generate", map[string]string{"prompt": "released", "model": "fails"})
+	if r.Status != http.StatusBadGateway || errCode(r) != "provider_error" {
+		t.Fatalf("failed call whose release's answer was lost: %d %s, want 502 provider_error", r.Status, r.Raw)
+	}
+	if store.Lost() != 4 {
+		t.Fatalf("%d answers lost, want the capture's, the release's and their reloads'", store.Lost())
+	}
+	waitUntil(t, 10*time.Second, func() bool { return e.wallet() == "9.20/0.00/9.20" })
+	if got := e.wallet(); got != "9.20/0.00/9.20" {
+		t.Fatalf("wallet %s, want 9.20 with nothing held: one capture, one release", got)
 	}
 }
