@@ -137,3 +137,28 @@ func TestLostOutcomeAnswerAnswersTheOutcome(t *testing.T) {
 		t.Fatalf("wallet %s, want 9.20 with nothing held: one capture, one release", got)
 	}
 }
+
+// A top-up whose answer is lost is answered 503 although it was stored;
+// the operator retries it with the same reference and it credits once.
+func TestLostTopUpAnswerCreditsOnce(t *testing.T) {
+	e, store := lossyChargingEnv(t, nil)
+	topUp := func() response {
+		return e.admin.do("POST", "/api/admin/accounts/"+e.acc+"/topups", map[string]string{"amount": "25.00", "reference": "wire-7"})
+	}
+	store.LoseNext(account.EventToppedUp)
+	if r := topUp(); r.Status != http.StatusServiceUnavailable || store.Lost() != 2 {
+		t.Fatalf("top-up with its answer lost: %d %s (%d answers lost), want 503", r.Status, r.Raw, store.Lost())
+	}
+	// The retry finds the top-up the lost answer belonged to.
+	r := topUp()
+	if r.Status != http.StatusCreated || r.Body["id"] == nil || r.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry with the same reference: %d %s (replayed %q), want 201 replaying the stored top-up",
+			r.Status, r.Raw, r.Header.Get("Idempotent-Replayed"))
+	}
+	if again := topUp(); again.Status != http.StatusCreated || again.Body["id"] != r.Body["id"] {
+		t.Fatalf("second retry: %d %s, want the same top-up %v", again.Status, again.Raw, r.Body["id"])
+	}
+	if got := e.wallet(); got != "25.00/0.00/25.00" {
+		t.Fatalf("wallet %s, want 25.00: credited once", got)
+	}
+}
