@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
@@ -321,5 +322,72 @@ func TestReserveGivesUpUnderEndlessConflicts(t *testing.T) {
 	}
 	if w := wallet(); !w.Available.Equal(money.MustParse("9.20")) || !w.Held.Equal(money.MustParse("0.80")) {
 		t.Fatalf("after one reservation: available %s, held %s; want 9.20, 0.80", w.Available, w.Held)
+	}
+}
+
+// TestBusyInstanceYieldsToAStarvedOne: one instance writes an account
+// without pause (an append always in flight), another now and then. The
+// second loses every race unless the first yields when asked: it did, and
+// every one of its top-ups was refused as "too many conflicts" after 12
+// reloads of what the first had appended meanwhile. The instances are
+// wired as the app wires them over NATS: a lost race asks the other
+// instance to yield, and each sees the other's commits (the follower).
+func TestBusyInstanceYieldsToAStarvedOne(t *testing.T) {
+	e := newEnv(t)
+	var busy, starved *ledger.Ledger
+	newInstance := func(other **ledger.Ledger) *ledger.Ledger {
+		l, err := ledger.New(e.store, ledger.Config{BcryptCost: bcrypt.MinCost,
+			Contended: func(id string) { (*other).Yield(id) },
+			OnCommit:  func(c eventstore.Commit) { (*other).ObserveCommit(c) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	busy, starved = newInstance(&starved), newInstance(&busy)
+	acc := createAccount(t, busy, "hot@example.com")
+	ctx := context.Background()
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var busyCount atomic.Int64
+	errs := make(chan error, 64)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; !stop.Load(); k++ {
+				if _, err := busy.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("busy-%d-%d", w, k)); err != nil {
+					errs <- err
+					return
+				}
+				busyCount.Add(1)
+			}
+		}()
+	}
+	for busyCount.Load() < 100 { // the busy instance under way
+		time.Sleep(time.Millisecond)
+	}
+	const calls = 10
+	for k := range calls {
+		if _, err := starved.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("starved-%d", k)); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("top-up %d on the starved instance: %v", k, err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("top-up on the busy instance: %v", err)
+	}
+	_, w, err := newLedger(t, e.store).Account(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := money.FromCents(1000 * (busyCount.Load() + calls))
+	if !w.Available.Equal(want) {
+		t.Fatalf("available %s, want %s (%d top-ups on the busy instance, %d on the other)", w.Available, want, busyCount.Load(), calls)
 	}
 }

@@ -6,10 +6,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ledgerd/ledgerd/domain/apikey"
+	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -208,5 +211,57 @@ func TestParseRoles(t *testing.T) {
 		if (err != nil) != c.err || (err == nil && got.String() != c.want) {
 			t.Errorf("ParseRoles(%q) = %v, %v; want %q, error %v", c.in, got, err, c.want, c.err)
 		}
+	}
+}
+
+// TestBusyInstanceYieldsOverNATS: B writes one account without pause (an
+// append always in flight); top-ups of the same account through A's API
+// all land. Without the requests to yield that a lost race sends over
+// NATS, A lost every race and answered 503 "the account is busy".
+func TestBusyInstanceYieldsOverNATS(t *testing.T) {
+	a, b := twoInstances(t, nil)
+	admin := client{t: t, base: a.URL()}.login("root@example.com", "root-password")
+	_, acc := customer(t, admin, "hot@example.com", "api")
+	ctx := context.Background()
+	meta := ledger.Meta{Actor: "test", CausationID: b.Ledger.NewID("cmd")}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var busy atomic.Int64
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := b.Ledger.TopUp(ctx, meta, acc, money.MustParse("10.00"), fmt.Sprintf("busy-%d-%d", w, k)); err != nil {
+					t.Errorf("top-up on the busy instance: %v", err)
+					return
+				}
+				busy.Add(1)
+			}
+		}()
+	}
+	waitUntil(t, 10*time.Second, func() bool { return busy.Load() > 100 })
+	const calls = 10
+	for k := range calls {
+		r := admin.do("POST", "/api/admin/accounts/"+acc+"/topups", map[string]string{"amount": "10.00", "reference": fmt.Sprintf("a-%d", k)})
+		if r.Status != 201 {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("top-up %d through A while B is busy: %d %s", k, r.Status, r.Raw)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	_, w, err := a.Ledger.Account(ctx, acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := money.FromCents(1000 * (busy.Load() + calls)); !w.Available.Equal(want) {
+		t.Fatalf("available %s, want %s", w.Available, want)
 	}
 }

@@ -70,6 +70,12 @@ type Config[S State[E], E codec.Named] struct {
 	// before them, and returns events that follow from them (a balance
 	// crossing an alert threshold), appended in the same commit.
 	Then func(state S, decided []E) []E
+	// Contended, if set, is told each time a batch for id loses a race to
+	// another writer. The instance that wires it asks the other instances
+	// to yield id (see Yield): without that, a writer that always has an
+	// append in flight wins every race, and the loser, reloading what it
+	// missed each time, never gets a commit in.
+	Contended func(id string)
 }
 
 // Repo runs commands for one aggregate type.
@@ -123,6 +129,12 @@ func conflictBackoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(bound)))
 }
 
+// yieldWindow bounds how long a writer asked to yield an aggregate holds
+// its next append back. The wait ends as soon as another writer's commit
+// is seen (Observe), so the bound counts only when the asker's commit
+// never comes: it covers a reload and an append on a replicated stream.
+const yieldWindow = 200 * time.Millisecond
+
 // ErrTooManyConflicts: the aggregate is contended beyond maxConflicts.
 var ErrTooManyConflicts = errors.New("aggregate contended: too many concurrent appends")
 
@@ -144,6 +156,11 @@ type entry[S any, E any] struct {
 	observed atomic.Uint64
 	// lastAppended mirrors streamSeq for readers that do not take mu.
 	lastAppended atomic.Uint64
+	// yieldUntil (Unix ns, 0 for none) holds the next append back: another
+	// instance lost a race for this aggregate and asked for a turn.
+	yieldUntil atomic.Int64
+	// seen is signalled when observed rises, to end a yield early.
+	seen chan struct{}
 }
 
 func (e *entry[S, E]) stale() bool { return e.observed.Load() > e.streamSeq }
@@ -172,7 +189,7 @@ func (r *Repo[S, E]) entry(id string) *entry[S, E] {
 		r.lru.MoveToFront(el)
 		return el.Value.(*entry[S, E])
 	}
-	e := &entry[S, E]{id: id}
+	e := &entry[S, E]{id: id, seen: make(chan struct{}, 1)}
 	r.entries[id] = r.lru.PushFront(e)
 	for r.lru.Len() > r.cfg.CacheMax {
 		back := r.lru.Back()
@@ -244,6 +261,9 @@ func (r *Repo[S, E]) lead(e *entry[S, E]) {
 func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*request[S, E]) {
 	refreshed := false
 	for attempt := 0; ; attempt++ {
+		if r.holdBack(ctx, e) {
+			e.loaded = false // the asker got its turn: decide after its commit
+		}
 		if !e.loaded {
 			if err := r.reload(ctx, e); err != nil {
 				r.failAll(batch, err)
@@ -283,6 +303,9 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		}
 		// The state now holds events that may not be stored: rebuild it.
 		e.loaded = false
+		if errors.Is(err, eventstore.ErrConflict) && r.cfg.Contended != nil {
+			r.cfg.Contended(e.id)
+		}
 		switch {
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxConflicts:
 			if d := conflictBackoff(attempt); d > 0 {
@@ -500,10 +523,56 @@ func (r *Repo[S, E]) Observe(id string, streamSeq uint64) {
 func (e *entry[S, E]) raiseObserved(streamSeq uint64) {
 	for {
 		cur := e.observed.Load()
-		if streamSeq <= cur || e.observed.CompareAndSwap(cur, streamSeq) {
+		if streamSeq <= cur {
+			return
+		}
+		if e.observed.CompareAndSwap(cur, streamSeq) {
+			select {
+			case e.seen <- struct{}{}:
+			default:
+			}
 			return
 		}
 	}
+}
+
+// Yield holds this repository's next append to id back, for at most
+// yieldWindow or until another writer's commit to id is seen: another
+// instance lost a race for id and asks for a turn. An aggregate this
+// instance has not cached is not being written here; nothing to do.
+func (r *Repo[S, E]) Yield(id string) {
+	r.mu.Lock()
+	el, ok := r.entries[id]
+	r.mu.Unlock()
+	if ok {
+		el.Value.(*entry[S, E]).yieldUntil.Store(time.Now().Add(yieldWindow).UnixNano())
+	}
+}
+
+// holdBack waits out a yield asked of e (see Yield) and tells whether
+// another writer's commit was seen meanwhile. e.mu is held: commands
+// arriving meanwhile join the next batch.
+func (r *Repo[S, E]) holdBack(ctx context.Context, e *entry[S, E]) bool {
+	until := e.yieldUntil.Swap(0)
+	if until == 0 {
+		return false
+	}
+	wait := time.Until(time.Unix(0, until))
+	if wait <= 0 {
+		return e.stale()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for !e.stale() {
+		select {
+		case <-e.seen:
+		case <-t.C:
+			return e.stale()
+		case <-ctx.Done():
+			return e.stale()
+		}
+	}
+	return true
 }
 
 // Created records that this instance just appended id's first commit
