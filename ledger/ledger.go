@@ -40,10 +40,10 @@ type Config struct {
 	// append's outcome was unknown where every instance, and this one
 	// after a restart, can see them (see InDoubt).
 	Doubts Doubts
-	// Contended, if set, is told each time this instance loses a race for
-	// an account to another writer: it should ask the other instances to
-	// Yield that account.
-	Contended func(accountID string)
+	// Turns, if set, carries this instance's requests for a turn at a hot
+	// account to the other instances, which pass them to Yield and
+	// TurnTaken.
+	Turns aggregates.Turns
 }
 
 // Doubts records reservations in doubt outside this process.
@@ -101,7 +101,7 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 	l.accounts = aggregates.New(aggregates.Config[*account.Account, account.Event]{
 		Type: TypeAccount, Store: store, Codec: AccountCodec(), New: account.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
-		OnCommit: cfg.OnCommit, Contended: cfg.Contended,
+		OnCommit: cfg.OnCommit, Turns: cfg.Turns,
 		Then: func(a *account.Account, evs []account.Event) []account.Event {
 			return a.LowBalanceEvents(evs, l.ids.New)
 		},
@@ -149,11 +149,14 @@ func (l *Ledger) Observe(ref eventstore.Ref, streamSeq uint64) {
 }
 
 // Yield holds this instance's next append to an account back until
-// another instance's commit to it is seen (or a fraction of a second has
-// passed): that instance lost a race for the account and asks for a turn
-// (see Config.Contended). Only accounts are written hard enough for one
-// instance to starve another.
-func (l *Ledger) Yield(accountID string) { l.accounts.Yield(accountID) }
+// instance asker has had its turn (TurnTaken), another writer's commit is
+// seen, or a fraction of a second has passed: asker lost a race for the
+// account (see Config.Turns). Only accounts are written hard enough for
+// one instance to starve another.
+func (l *Ledger) Yield(accountID, asker string) { l.accounts.Yield(accountID, asker) }
+
+// TurnTaken ends asker's request for a turn at an account (see Yield).
+func (l *Ledger) TurnTaken(accountID, asker string) { l.accounts.TurnTaken(accountID, asker) }
 
 // ObserveCommit is fed every commit seen on the stream: it keeps cached
 // aggregates honest and the price list current with other instances'

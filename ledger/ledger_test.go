@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -335,16 +336,16 @@ func TestReserveGivesUpUnderEndlessConflicts(t *testing.T) {
 func TestBusyInstanceYieldsToAStarvedOne(t *testing.T) {
 	e := newEnv(t)
 	var busy, starved *ledger.Ledger
-	newInstance := func(other **ledger.Ledger) *ledger.Ledger {
+	newInstance := func(name string, other **ledger.Ledger) *ledger.Ledger {
 		l, err := ledger.New(e.store, ledger.Config{BcryptCost: bcrypt.MinCost,
-			Contended: func(id string) { (*other).Yield(id) },
-			OnCommit:  func(c eventstore.Commit) { (*other).ObserveCommit(c) }})
+			Turns:    turns{name, other},
+			OnCommit: func(c eventstore.Commit) { (*other).ObserveCommit(c) }})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
-	busy, starved = newInstance(&starved), newInstance(&busy)
+	busy, starved = newInstance("busy", &starved), newInstance("starved", &busy)
 	acc := createAccount(t, busy, "hot@example.com")
 	ctx := context.Background()
 
@@ -389,5 +390,84 @@ func TestBusyInstanceYieldsToAStarvedOne(t *testing.T) {
 	want := money.FromCents(1000 * (busyCount.Load() + calls))
 	if !w.Available.Equal(want) {
 		t.Fatalf("available %s, want %s (%d top-ups on the busy instance, %d on the other)", w.Available, want, busyCount.Load(), calls)
+	}
+}
+
+// turns passes one instance's requests for a turn straight to another, as
+// the app does over NATS.
+type turns struct {
+	name  string
+	other **ledger.Ledger
+}
+
+func (t turns) Ask(id string)  { (*t.other).Yield(id, t.name) }
+func (t turns) Done(id string) { (*t.other).TurnTaken(id, t.name) }
+
+// loadLog records the position each load of an aggregate starts after.
+type loadLog struct {
+	eventstore.Store
+	mu     sync.Mutex
+	afters []uint64
+}
+
+func (s *loadLog) Load(ctx context.Context, ref eventstore.Ref, after uint64) ([]eventstore.Commit, error) {
+	if ref.Type == ledger.TypeAccount {
+		s.mu.Lock()
+		s.afters = append(s.afters, after)
+		s.mu.Unlock()
+	}
+	return s.Store.Load(ctx, ref, after)
+}
+
+func (s *loadLog) LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error) {
+	return s.Store.(ledger.TypeLoader).LoadType(ctx, typ)
+}
+
+// TestLostRaceReloadsOnlyWhatIsNew: an account that loses races keeps a
+// copy of its last stored state, and each later lost race reads only the
+// commits after that copy, not the account's whole history, which for a
+// hot account grows by thousands of commits a minute (reloading it all
+// made each lost race slower than the last, until calls were refused).
+// The state reached that way is the one a full load folds.
+func TestLostRaceReloadsOnlyWhatIsNew(t *testing.T) {
+	e := newEnv(t)
+	log := &loadLog{Store: e.store}
+	loser := newLedger(t, log)
+	acc := createAccount(t, e.l, "raced@example.com")
+	ctx := context.Background()
+	topUp := func(l *ledger.Ledger, ref string) {
+		t.Helper()
+		if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topUp(loser, "first")
+	const races = 20
+	for i := range races {
+		topUp(e.l, fmt.Sprintf("other-%d", i)) // moves the account on behind loser's back
+		topUp(loser, fmt.Sprintf("loser-%d", i))
+	}
+	full, incremental := 0, 0
+	for _, after := range log.afters {
+		if after == 0 {
+			full++
+		} else {
+			incremental++
+		}
+	}
+	// The first load, and the reload after the first lost race.
+	if full > 2 || incremental < races-1 {
+		t.Fatalf("loads from the start: %d, from a snapshot: %d (%v); want at most 2 and at least %d", full, incremental, log.afters, races-1)
+	}
+	_, got, err := loser.Account(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, err := newLedger(t, e.store).Account(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) || !want.Available.Equal(money.FromCents(1000*(2*races+1))) {
+		t.Fatalf("after the races the loser has %+v, a full load %+v", got, want)
 	}
 }

@@ -136,14 +136,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.Ledger, err = ledger.New(commands, ledger.Config{
 		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log, Owner: a.instance,
 		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
-		OnCommit: fol.apply, Doubts: postgres.NewDoubts(a.db), Contended: a.askYield,
+		OnCommit: fol.apply, Doubts: postgres.NewDoubts(a.db), Turns: natsTurns{a},
 	})
 	if err != nil {
 		return a, err
 	}
 	fol.ledger = a.Ledger
-	if _, err := a.serveYields(); err != nil {
-		return a, fmt.Errorf("yield requests: %w", err)
+	if _, err := a.serveTurns(); err != nil {
+		return a, fmt.Errorf("turns: %w", err)
 	}
 	if err := a.Ledger.LoadPrices(ctx); err != nil {
 		return a, err

@@ -120,6 +120,13 @@ func FuzzAccountInvariants(f *testing.F) {
 				}
 				a.Apply(e)
 			}
+			if arg%7 == 3 {
+				// The command side goes on from a copy of the state after
+				// a lost race: the copy must be the same account.
+				c := a.Clone()
+				checkClone(t, a, c)
+				a = c
+			}
 			var sum, drawn, left money.Amount
 			for _, h := range a.holds {
 				sum = sum.Add(h.Amount)

@@ -70,12 +70,9 @@ type Config[S State[E], E codec.Named] struct {
 	// before them, and returns events that follow from them (a balance
 	// crossing an alert threshold), appended in the same commit.
 	Then func(state S, decided []E) []E
-	// Contended, if set, is told each time a batch for id loses a race to
-	// another writer. The instance that wires it asks the other instances
-	// to yield id (see Yield): without that, a writer that always has an
-	// append in flight wins every race, and the loser, reloading what it
-	// missed each time, never gets a commit in.
-	Contended func(id string)
+	// Turns, if set, carries this repository's requests for a turn to the
+	// other instances writing the same aggregates (see turns.go).
+	Turns Turns
 }
 
 // Repo runs commands for one aggregate type.
@@ -129,12 +126,6 @@ func conflictBackoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(bound)))
 }
 
-// yieldWindow bounds how long a writer asked to yield an aggregate holds
-// its next append back. The wait ends as soon as another writer's commit
-// is seen (Observe), so the bound counts only when the asker's commit
-// never comes: it covers a reload and an append on a replicated stream.
-const yieldWindow = 200 * time.Millisecond
-
 // ErrTooManyConflicts: the aggregate is contended beyond maxConflicts.
 var ErrTooManyConflicts = errors.New("aggregate contended: too many concurrent appends")
 
@@ -156,11 +147,26 @@ type entry[S any, E any] struct {
 	observed atomic.Uint64
 	// lastAppended mirrors streamSeq for readers that do not take mu.
 	lastAppended atomic.Uint64
-	// yieldUntil (Unix ns, 0 for none) holds the next append back: another
-	// instance lost a race for this aggregate and asked for a turn.
-	yieldUntil atomic.Int64
-	// seen is signalled when observed rises, to end a yield early.
-	seen chan struct{}
+	// askers are the other instances waiting for a turn (see turns.go).
+	askers askers
+	// contended: a batch has lost a race for this aggregate. Its loads
+	// then keep a snapshot of the stored state (when S can be cloned), and
+	// the next reload reads only what was appended after it.
+	contended bool
+	snap      *snapshot[S]
+}
+
+// snapshot is a copy of an aggregate's state as stored up to streamSeq.
+type snapshot[S any] struct {
+	state     S
+	streamSeq uint64
+	seq       uint64
+	hash      string
+}
+
+// cloner is a state that can copy itself deeply.
+type cloner[S any] interface {
+	Clone() S
 }
 
 func (e *entry[S, E]) stale() bool { return e.observed.Load() > e.streamSeq }
@@ -189,7 +195,7 @@ func (r *Repo[S, E]) entry(id string) *entry[S, E] {
 		r.lru.MoveToFront(el)
 		return el.Value.(*entry[S, E])
 	}
-	e := &entry[S, E]{id: id, seen: make(chan struct{}, 1)}
+	e := &entry[S, E]{id: id, askers: askers{wake: make(chan struct{}, 1)}}
 	r.entries[id] = r.lru.PushFront(e)
 	for r.lru.Len() > r.cfg.CacheMax {
 		back := r.lru.Back()
@@ -260,8 +266,14 @@ func (r *Repo[S, E]) lead(e *entry[S, E]) {
 // commit decides and appends one batch; e.mu is held.
 func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*request[S, E]) {
 	refreshed := false
+	lost := false // races enough to ask the other instances for a turn
+	defer func() {
+		if lost && r.cfg.Turns != nil {
+			r.cfg.Turns.Done(e.id)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
-		if r.holdBack(ctx, e) {
+		if attempt == 0 && r.holdBack(ctx, e) {
 			e.loaded = false // the asker got its turn: decide after its commit
 		}
 		if !e.loaded {
@@ -303,8 +315,16 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		}
 		// The state now holds events that may not be stored: rebuild it.
 		e.loaded = false
-		if errors.Is(err, eventstore.ErrConflict) && r.cfg.Contended != nil {
-			r.cfg.Contended(e.id)
+		if errors.Is(err, eventstore.ErrConflict) {
+			e.contended = true
+			// Another writer got in (one that asked for a turn, if any
+			// did): this batch now needs a turn itself, and two writers
+			// holding back for each other would both wait out the window.
+			e.askers.clear()
+			if r.cfg.Turns != nil && attempt+1 >= askAfter {
+				lost = true
+				r.cfg.Turns.Ask(e.id)
+			}
 		}
 		switch {
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxConflicts:
@@ -420,16 +440,24 @@ func (r *Repo[S, E]) reloadFinding(ctx context.Context, e *entry[S, E], commitID
 	return seq, seq != 0
 }
 
-// load folds every stored event into a fresh state. If find is set, it
-// returns the stream sequence of the commit with that id, if stored.
+// load folds every stored event into a fresh state, or, when the entry
+// keeps a snapshot, the events stored after it into the snapshot. If find
+// is set, it returns the stream sequence of the commit with that id, if
+// stored (a commit of this instance's, appended after the snapshot).
 func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uint64, error) {
-	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), 0)
+	from := snapshot[S]{state: r.cfg.New(e.id)}
+	if e.snap != nil {
+		from = *e.snap
+	}
+	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), from.streamSeq)
 	if err != nil {
 		return 0, err
 	}
-	state := r.cfg.New(e.id)
-	var streamSeq, seq, found uint64
-	var hash string
+	// The snapshot's state becomes the live one; a fresh copy is kept
+	// below. (If folding fails half-way, the next load starts over.)
+	e.snap = nil
+	state, streamSeq, seq, hash := from.state, from.streamSeq, from.seq, from.hash
+	var found uint64
 	for _, c := range commits {
 		for _, ev := range c.Events {
 			if ev.Seq != seq+1 {
@@ -449,6 +477,9 @@ func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uin
 	}
 	e.state, e.loaded = state, true
 	e.streamSeq, e.seq, e.hash = streamSeq, seq, hash
+	if cl, ok := any(state).(cloner[S]); ok && e.contended {
+		e.snap = &snapshot[S]{state: cl.Clone(), streamSeq: streamSeq, seq: seq, hash: hash}
+	}
 	return found, nil
 }
 
@@ -510,13 +541,9 @@ func (r *Repo[S, E]) refresh(ctx context.Context, e *entry[S, E]) error {
 // streamSeq (seen on the stream). If the cached state is behind it, the
 // next rejection re-checks against the store before it is believed.
 func (r *Repo[S, E]) Observe(id string, streamSeq uint64) {
-	r.mu.Lock()
-	el, ok := r.entries[id]
-	r.mu.Unlock()
-	if !ok {
-		return
+	if e := r.cached(id); e != nil {
+		e.raiseObserved(streamSeq)
 	}
-	el.Value.(*entry[S, E]).raiseObserved(streamSeq)
 }
 
 // raiseObserved lifts the highest stream sequence known for the entry.
@@ -527,52 +554,10 @@ func (e *entry[S, E]) raiseObserved(streamSeq uint64) {
 			return
 		}
 		if e.observed.CompareAndSwap(cur, streamSeq) {
-			select {
-			case e.seen <- struct{}{}:
-			default:
-			}
+			e.askers.nudge()
 			return
 		}
 	}
-}
-
-// Yield holds this repository's next append to id back, for at most
-// yieldWindow or until another writer's commit to id is seen: another
-// instance lost a race for id and asks for a turn. An aggregate this
-// instance has not cached is not being written here; nothing to do.
-func (r *Repo[S, E]) Yield(id string) {
-	r.mu.Lock()
-	el, ok := r.entries[id]
-	r.mu.Unlock()
-	if ok {
-		el.Value.(*entry[S, E]).yieldUntil.Store(time.Now().Add(yieldWindow).UnixNano())
-	}
-}
-
-// holdBack waits out a yield asked of e (see Yield) and tells whether
-// another writer's commit was seen meanwhile. e.mu is held: commands
-// arriving meanwhile join the next batch.
-func (r *Repo[S, E]) holdBack(ctx context.Context, e *entry[S, E]) bool {
-	until := e.yieldUntil.Swap(0)
-	if until == 0 {
-		return false
-	}
-	wait := time.Until(time.Unix(0, until))
-	if wait <= 0 {
-		return e.stale()
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for !e.stale() {
-		select {
-		case <-e.seen:
-		case <-t.C:
-			return e.stale()
-		case <-ctx.Done():
-			return e.stale()
-		}
-	}
-	return true
 }
 
 // Created records that this instance just appended id's first commit
@@ -607,12 +592,9 @@ func (r *Repo[S, E]) NewCommit(id string, meta Meta, evs []E) (eventstore.Commit
 // knows for id (0 if not cached): what a read must wait for to show this
 // instance's writes.
 func (r *Repo[S, E]) LastStreamSeq(id string) uint64 {
-	r.mu.Lock()
-	el, ok := r.entries[id]
-	r.mu.Unlock()
-	if !ok {
+	e := r.cached(id)
+	if e == nil {
 		return 0
 	}
-	e := el.Value.(*entry[S, E])
 	return max(e.observed.Load(), e.lastAppended.Load())
 }
