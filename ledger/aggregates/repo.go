@@ -274,7 +274,13 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 	}()
 	for attempt := 0; ; attempt++ {
 		if attempt == 0 && r.holdBack(ctx, e) {
-			e.loaded = false // the asker got its turn: decide after its commit
+			// The asker got its turn: decide after its commit. Nothing is
+			// decided yet, so the cached state is as stored and only the
+			// new commits need reading.
+			if err := r.refresh(ctx, e); err != nil {
+				r.failAll(batch, err)
+				return
+			}
 		}
 		if !e.loaded {
 			if err := r.reload(ctx, e); err != nil {
