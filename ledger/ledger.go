@@ -44,6 +44,9 @@ type Config struct {
 	// account to the other instances, which pass them to Yield and
 	// TurnTaken.
 	Turns aggregates.Turns
+	// AppendTimeout bounds one append of an account's commit (default
+	// 10 s); loading the account has its own, longer bound.
+	AppendTimeout time.Duration
 }
 
 // Doubts records reservations in doubt outside this process.
@@ -101,7 +104,7 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 	l.accounts = aggregates.New(aggregates.Config[*account.Account, account.Event]{
 		Type: TypeAccount, Store: store, Codec: AccountCodec(), New: account.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
-		OnCommit: cfg.OnCommit, Turns: cfg.Turns,
+		OnCommit: cfg.OnCommit, Turns: cfg.Turns, AppendTimeout: cfg.AppendTimeout,
 		Then: func(a *account.Account, evs []account.Event) []account.Event {
 			return a.LowBalanceEvents(evs, l.ids.New)
 		},

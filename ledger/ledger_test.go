@@ -471,3 +471,40 @@ func TestLostRaceReloadsOnlyWhatIsNew(t *testing.T) {
 		t.Fatalf("after the races the loser has %+v, a full load %+v", got, want)
 	}
 }
+
+// slowLoads is a store whose aggregate loads take a while.
+type slowLoads struct {
+	eventstore.Store
+	delay time.Duration
+}
+
+func (s slowLoads) Load(ctx context.Context, ref eventstore.Ref, after uint64) ([]eventstore.Commit, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Store.Load(ctx, ref, after)
+}
+
+func (s slowLoads) LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error) {
+	return s.Store.(ledger.TypeLoader).LoadType(ctx, typ)
+}
+
+// TestLoadOutlastsTheAppendBound: an account whose load takes longer than
+// one append may (a long history after a restart) is still written: the
+// load has its own bound. Before, the load ran under the append's bound,
+// was cut short, and was cut short again on every later call, so such an
+// account could never be written again.
+func TestLoadOutlastsTheAppendBound(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "long@example.com")
+	l, err := ledger.New(slowLoads{Store: e.store, delay: 300 * time.Millisecond},
+		ledger.Config{BcryptCost: bcrypt.MinCost, AppendTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(context.Background(), meta, acc.ID, money.MustParse("10.00"), "after-restart"); err != nil {
+		t.Fatalf("top-up of an account slower to load than an append may take: %v", err)
+	}
+}

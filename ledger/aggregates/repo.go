@@ -73,6 +73,9 @@ type Config[S State[E], E codec.Named] struct {
 	// Turns, if set, carries this repository's requests for a turn to the
 	// other instances writing the same aggregates (see turns.go).
 	Turns Turns
+	// AppendTimeout bounds one append; default commitTimeout. Loads have
+	// their own bound (loadTimeout).
+	AppendTimeout time.Duration
 }
 
 // Repo runs commands for one aggregate type.
@@ -105,6 +108,9 @@ func New[S State[E], E codec.Named](cfg Config[S, E]) *Repo[S, E] {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.AppendTimeout == 0 {
+		cfg.AppendTimeout = commitTimeout
 	}
 	return &Repo[S, E]{cfg: cfg, entries: map[string]*list.Element{}, lru: list.New()}
 }
@@ -240,9 +246,24 @@ func (r *Repo[S, E]) Execute(ctx context.Context, id string, meta Meta, decide D
 	}
 }
 
-// commitTimeout bounds one batch's store work. The leader serves commands
-// of many callers, so it does not run on any one caller's context.
+// commitTimeout bounds one append. The leader serves commands of many
+// callers, so it does not run on any one caller's context.
 const commitTimeout = 10 * time.Second
+
+// loadTimeout bounds one load of an aggregate, apart from its append: a
+// long history takes its time to fold (about 6 µs an event on the 2-core
+// build machine, so 10 s is some 1.5 million events), and a load cut
+// short at the append's bound would be cut short again on every call, so
+// such an account could never be written. The callers waiting meanwhile
+// give up on their own contexts; the ones after them find it cached.
+const loadTimeout = 5 * time.Minute
+
+// bounded runs fn with a fresh context that ends after d.
+func bounded(d time.Duration, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return fn(ctx)
+}
 
 // lead commits batches until no command is pending.
 func (r *Repo[S, E]) lead(e *entry[S, E]) {
@@ -256,15 +277,13 @@ func (r *Repo[S, E]) lead(e *entry[S, E]) {
 		}
 		batch := e.pending[:n:n]
 		e.pending = e.pending[n:]
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		r.commit(ctx, e, batch) // e.mu held: state is ours until the batch is done
-		cancel()
+		r.commit(e, batch) // e.mu held: state is ours until the batch is done
 		e.mu.Unlock()
 	}
 }
 
 // commit decides and appends one batch; e.mu is held.
-func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*request[S, E]) {
+func (r *Repo[S, E]) commit(e *entry[S, E], batch []*request[S, E]) {
 	refreshed := false
 	lost := false // races enough to ask the other instances for a turn
 	defer func() {
@@ -273,17 +292,17 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		}
 	}()
 	for attempt := 0; ; attempt++ {
-		if attempt == 0 && r.holdBack(ctx, e) {
+		if attempt == 0 && r.holdBack(e) {
 			// The asker got its turn: decide after its commit. Nothing is
 			// decided yet, so the cached state is as stored and only the
 			// new commits need reading.
-			if err := r.refresh(ctx, e); err != nil {
+			if err := bounded(loadTimeout, func(ctx context.Context) error { return r.refresh(ctx, e) }); err != nil {
 				r.failAll(batch, err)
 				return
 			}
 		}
 		if !e.loaded {
-			if err := r.reload(ctx, e); err != nil {
+			if err := bounded(loadTimeout, func(ctx context.Context) error { return r.reload(ctx, e) }); err != nil {
 				r.failAll(batch, err)
 				return
 			}
@@ -306,7 +325,11 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		commitID := r.cfg.NewID("cmt")
 		head := eventstore.Chain(e.seq, e.hash, events)
 		c := eventstore.Commit{ID: commitID, Aggregate: r.ref(e.id), Events: events}
-		seqs, err := r.cfg.Store.Append(ctx, eventstore.Append{Expected: e.streamSeq, Commit: c})
+		var seqs []uint64
+		err := bounded(r.cfg.AppendTimeout, func(ctx context.Context) (err error) {
+			seqs, err = r.cfg.Store.Append(ctx, eventstore.Append{Expected: e.streamSeq, Commit: c})
+			return err
+		})
 		if err == nil {
 			e.streamSeq, e.seq, e.hash = seqs[0], c.LastSeq(), head
 			e.lastAppended.Store(seqs[0])
@@ -334,16 +357,7 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		}
 		switch {
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxConflicts:
-			if d := conflictBackoff(attempt); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					r.failAll(batch, ctx.Err())
-					return
-				case <-t.C:
-				}
-			}
+			time.Sleep(conflictBackoff(attempt)) // 32 ms at most
 			continue
 		case errors.Is(err, eventstore.ErrConflict):
 			r.failAll(batch, fmt.Errorf("%w: %s", ErrTooManyConflicts, e.id))
@@ -351,7 +365,13 @@ func (r *Repo[S, E]) commit(ctx context.Context, e *entry[S, E], batch []*reques
 		case errors.Is(err, eventstore.ErrUnavailable):
 			// The outcome is unknown: the commit may have been stored
 			// before the connection failed. Reloading tells.
-			if seq, ok := r.reloadFinding(ctx, e, commitID); ok {
+			var seq uint64
+			var found bool
+			_ = bounded(loadTimeout, func(ctx context.Context) error {
+				seq, found = r.reloadFinding(ctx, e, commitID)
+				return nil
+			})
+			if found {
 				r.reply(batch, seq)
 				return
 			}

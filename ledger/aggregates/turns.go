@@ -1,7 +1,6 @@
 package aggregates
 
 import (
-	"context"
 	"sync"
 	"time"
 )
@@ -119,7 +118,7 @@ func (r *Repo[S, E]) cached(id string) *entry[S, E] {
 // be reloaded). Only a batch's first try holds back: a batch that has
 // lost a race needs a turn as much as the askers. e.mu is held: commands
 // arriving meanwhile join the next batch.
-func (r *Repo[S, E]) holdBack(ctx context.Context, e *entry[S, E]) bool {
+func (r *Repo[S, E]) holdBack(e *entry[S, E]) bool {
 	until, ok := e.askers.next(time.Now())
 	if !ok {
 		return false
@@ -134,8 +133,6 @@ func (r *Repo[S, E]) holdBack(ctx context.Context, e *entry[S, E]) bool {
 			}
 		case <-t.C:
 			e.askers.clear()
-			return e.stale()
-		case <-ctx.Done():
 			return e.stale()
 		}
 	}
