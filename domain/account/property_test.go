@@ -120,12 +120,16 @@ func FuzzAccountInvariants(f *testing.F) {
 				}
 				a.Apply(e)
 			}
-			if arg%7 == 3 {
+			switch arg % 7 {
+			case 3:
 				// The command side goes on from a copy of the state after
 				// a lost race: the copy must be the same account.
 				c := a.Clone()
 				checkClone(t, a, c)
 				a = c
+			case 5:
+				// ... and from a stored snapshot after a restart.
+				a = roundTrip(t, a)
 			}
 			var sum, drawn, left money.Amount
 			for _, h := range a.holds {
