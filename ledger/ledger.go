@@ -47,6 +47,11 @@ type Config struct {
 	// AppendTimeout bounds one append of an account's commit (default
 	// 10 s); loading the account has its own, longer bound.
 	AppendTimeout time.Duration
+	// AccountSnapshots, if set, keeps a snapshot of each account every
+	// SnapshotEvery events (default 10,000), so that loading an account
+	// folds only the events after its latest snapshot.
+	AccountSnapshots aggregates.Snapshots
+	SnapshotEvery    uint64
 }
 
 // Doubts records reservations in doubt outside this process.
@@ -105,6 +110,7 @@ func New(store eventstore.Store, cfg Config) (*Ledger, error) {
 		Type: TypeAccount, Store: store, Codec: AccountCodec(), New: account.New,
 		NewID: l.ids.New, Now: cfg.Now, Logger: cfg.Logger, CacheMax: cfg.CacheMax,
 		OnCommit: cfg.OnCommit, Turns: cfg.Turns, AppendTimeout: cfg.AppendTimeout,
+		Snapshots: cfg.AccountSnapshots, DecodeState: account.UnmarshalState, SnapshotEvery: cfg.SnapshotEvery,
 		Then: func(a *account.Account, evs []account.Event) []account.Event {
 			return a.LowBalanceEvents(evs, l.ids.New)
 		},

@@ -22,6 +22,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
 )
 
 type env struct {
@@ -403,26 +404,6 @@ type turns struct {
 func (t turns) Ask(id string)  { (*t.other).Yield(id, t.name) }
 func (t turns) Done(id string) { (*t.other).TurnTaken(id, t.name) }
 
-// loadLog records the position each load of an aggregate starts after.
-type loadLog struct {
-	eventstore.Store
-	mu     sync.Mutex
-	afters []uint64
-}
-
-func (s *loadLog) Load(ctx context.Context, ref eventstore.Ref, after uint64) ([]eventstore.Commit, error) {
-	if ref.Type == ledger.TypeAccount {
-		s.mu.Lock()
-		s.afters = append(s.afters, after)
-		s.mu.Unlock()
-	}
-	return s.Store.Load(ctx, ref, after)
-}
-
-func (s *loadLog) LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error) {
-	return s.Store.(ledger.TypeLoader).LoadType(ctx, typ)
-}
-
 // TestLostRaceReloadsOnlyWhatIsNew: an account that loses races keeps a
 // copy of its last stored state, and each later lost race reads only the
 // commits after that copy, not the account's whole history, which for a
@@ -431,7 +412,7 @@ func (s *loadLog) LoadType(ctx context.Context, typ string) ([]eventstore.Commit
 // The state reached that way is the one a full load folds.
 func TestLostRaceReloadsOnlyWhatIsNew(t *testing.T) {
 	e := newEnv(t)
-	log := &loadLog{Store: e.store}
+	log := &storetest.LoadLog{Store: e.store, Type: ledger.TypeAccount}
 	loser := newLedger(t, log)
 	acc := createAccount(t, e.l, "raced@example.com")
 	ctx := context.Background()
@@ -448,7 +429,7 @@ func TestLostRaceReloadsOnlyWhatIsNew(t *testing.T) {
 		topUp(loser, fmt.Sprintf("loser-%d", i))
 	}
 	full, incremental := 0, 0
-	for _, after := range log.afters {
+	for _, after := range log.Afters() {
 		if after == 0 {
 			full++
 		} else {
@@ -457,7 +438,7 @@ func TestLostRaceReloadsOnlyWhatIsNew(t *testing.T) {
 	}
 	// The first load, and the reload after the first lost race.
 	if full > 2 || incremental < races-1 {
-		t.Fatalf("loads from the start: %d, from a snapshot: %d (%v); want at most 2 and at least %d", full, incremental, log.afters, races-1)
+		t.Fatalf("loads from the start: %d, from a snapshot: %d (%v); want at most 2 and at least %d", full, incremental, log.Afters(), races-1)
 	}
 	_, got, err := loser.Account(ctx, acc.ID)
 	if err != nil {

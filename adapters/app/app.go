@@ -137,6 +137,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		Currency: cfg.Currency, BcryptCost: cfg.BcryptCost, Logger: log, Owner: a.instance,
 		Keys:     ledger.KeyConfig{Prefix: cfg.KeyPrefix, MaxPerAccount: cfg.MaxKeysPerAccount, DefaultRateLimit: cfg.DefaultRateLimit},
 		OnCommit: fol.apply, Doubts: postgres.NewDoubts(a.db), Turns: natsTurns{a},
+		AccountSnapshots: postgres.NewSnapshots(a.db, ledger.TypeAccount),
 	})
 	if err != nil {
 		return a, err

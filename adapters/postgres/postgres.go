@@ -19,6 +19,7 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/migrate"
 
+	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/migrations"
 )
 
@@ -220,4 +221,37 @@ func (d *Doubts) Has(ctx context.Context, taskID string) (bool, error) {
 	err := d.db.NewRaw(`SELECT count(*) FROM reservations_in_doubt
 		WHERE task_id = ? AND marked_at > now() - interval '1 day'`, taskID).Scan(ctx, &n)
 	return n > 0, err
+}
+
+// Snapshots keeps one aggregate type's snapshots (aggregates.Snapshots) in
+// Postgres.
+type Snapshots struct {
+	db  *bun.DB
+	typ string
+}
+
+// NewSnapshots returns the snapshot store of aggregates of type typ.
+func NewSnapshots(db *bun.DB, typ string) *Snapshots { return &Snapshots{db: db, typ: typ} }
+
+// Get returns id's snapshot; false if it has none.
+func (s *Snapshots) Get(ctx context.Context, id string) (aggregates.Snapshot, bool, error) {
+	var snap aggregates.Snapshot
+	err := s.db.QueryRowContext(ctx, `SELECT stream_seq, seq, hash, state FROM aggregate_snapshots
+		WHERE aggregate_type = ? AND aggregate_id = ?`, s.typ, id).Scan(&snap.StreamSeq, &snap.Seq, &snap.Hash, &snap.State)
+	if errors.Is(err, sql.ErrNoRows) {
+		return aggregates.Snapshot{}, false, nil
+	}
+	return snap, err == nil, err
+}
+
+// Put stores id's snapshot unless a later one is stored already (two
+// instances may take snapshots of one aggregate).
+func (s *Snapshots) Put(ctx context.Context, id string, snap aggregates.Snapshot) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO aggregate_snapshots
+			(aggregate_type, aggregate_id, stream_seq, seq, hash, state) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET stream_seq = excluded.stream_seq,
+			seq = excluded.seq, hash = excluded.hash, state = excluded.state, taken_at = now()
+		WHERE aggregate_snapshots.stream_seq < excluded.stream_seq`,
+		s.typ, id, snap.StreamSeq, snap.Seq, snap.Hash, snap.State)
+	return err
 }

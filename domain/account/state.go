@@ -147,3 +147,11 @@ func fill[V any](dst, src map[string]V) {
 		dst[k] = v
 	}
 }
+
+// StateSize is about how many entries the state holds (idempotency keys
+// within their window, top-up references, holds, keys, grants, usage): a
+// snapshot's cost grows with it, so the command side takes them further
+// apart for a big state.
+func (a *Account) StateSize() int {
+	return len(a.idem) + len(a.topUps) + len(a.holds) + len(a.keys) + len(a.grants) + len(a.usage)
+}

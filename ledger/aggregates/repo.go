@@ -76,6 +76,12 @@ type Config[S State[E], E codec.Named] struct {
 	// AppendTimeout bounds one append; default commitTimeout. Loads have
 	// their own bound (loadTimeout).
 	AppendTimeout time.Duration
+	// Snapshots, if set with DecodeState, keeps snapshots of aggregates
+	// whose state can be cloned and encoded (see snapshots.go), one every
+	// SnapshotEvery events (default snapshotEvery).
+	Snapshots     Snapshots
+	DecodeState   func(id string, b []byte) (S, error)
+	SnapshotEvery uint64
 }
 
 // Repo runs commands for one aggregate type.
@@ -111,6 +117,9 @@ func New[S State[E], E codec.Named](cfg Config[S, E]) *Repo[S, E] {
 	}
 	if cfg.AppendTimeout == 0 {
 		cfg.AppendTimeout = commitTimeout
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = snapshotEvery
 	}
 	return &Repo[S, E]{cfg: cfg, entries: map[string]*list.Element{}, lru: list.New()}
 }
@@ -160,6 +169,8 @@ type entry[S any, E any] struct {
 	// the next reload reads only what was appended after it.
 	contended bool
 	snap      *snapshot[S]
+	// persistedSeq is the event of the last snapshot stored or read.
+	persistedSeq uint64
 }
 
 // snapshot is a copy of an aggregate's state as stored up to streamSeq.
@@ -340,6 +351,7 @@ func (r *Repo[S, E]) commit(e *entry[S, E], batch []*request[S, E]) {
 				r.cfg.OnCommit(c)
 			}
 			r.reply(batch, seqs[0])
+			r.persist(e)
 			return
 		}
 		// The state now holds events that may not be stored: rebuild it.
@@ -466,18 +478,53 @@ func (r *Repo[S, E]) reloadFinding(ctx context.Context, e *entry[S, E], commitID
 	return seq, seq != 0
 }
 
-// load folds every stored event into a fresh state, or, when the entry
-// keeps a snapshot, the events stored after it into the snapshot. If find
-// is set, it returns the stream sequence of the commit with that id, if
-// stored (a commit of this instance's, appended after the snapshot).
+// load folds the stored events into a state: from the entry's in-memory
+// snapshot if it keeps one (a contended aggregate), else from its stored
+// snapshot, else from the start. If find is set, it returns the stream
+// sequence of the commit with that id, if stored (a commit of this
+// instance's, made after its in-memory snapshot; a stored snapshot, which
+// another instance may have taken after it, is not used then).
 func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uint64, error) {
-	from := snapshot[S]{state: r.cfg.New(e.id)}
+	from, stored := snapshot[S]{state: r.cfg.New(e.id)}, false
 	if e.snap != nil {
 		from = *e.snap
+	} else if find == "" {
+		if s, ok := r.stored(ctx, e); ok {
+			from, stored = s, true
+		}
 	}
-	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), from.streamSeq)
+	found, err := r.fold(ctx, e, from, stored, find)
+	if err != nil && stored {
+		r.cfg.Logger.Warn("aggregate snapshot does not fit the stream; folding from the start", "type", r.cfg.Type, "id", e.id, "err", err)
+		e.persistedSeq = 0
+		found, err = r.fold(ctx, e, snapshot[S]{state: r.cfg.New(e.id)}, false, find)
+	}
+	if err == nil {
+		r.persist(e)
+	}
+	return found, err
+}
+
+// fold reads the commits after from and folds them into from's state,
+// which becomes the entry's. A stored snapshot (check) must name a commit
+// the stream holds, with that event and hash: it is read as well, and
+// compared.
+func (r *Repo[S, E]) fold(ctx context.Context, e *entry[S, E], from snapshot[S], check bool, find string) (uint64, error) {
+	after := from.streamSeq
+	if check {
+		after--
+	}
+	commits, err := r.cfg.Store.Load(ctx, r.ref(e.id), after)
 	if err != nil {
 		return 0, err
+	}
+	if check {
+		if len(commits) == 0 || commits[0].StreamSeq != from.streamSeq || len(commits[0].Events) == 0 ||
+			commits[0].Events[len(commits[0].Events)-1].Seq != from.seq || commits[0].Events[len(commits[0].Events)-1].Hash != from.hash {
+			return 0, fmt.Errorf("aggregates: %s/%s: the stream has no commit at %d ending with event %d (%s)",
+				r.cfg.Type, e.id, from.streamSeq, from.seq, from.hash)
+		}
+		commits = commits[1:]
 	}
 	// The snapshot's state becomes the live one; a fresh copy is kept
 	// below. (If folding fails half-way, the next load starts over.)
@@ -488,6 +535,9 @@ func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uin
 		for _, ev := range c.Events {
 			if ev.Seq != seq+1 {
 				return 0, fmt.Errorf("aggregates: %s/%s: event %s at seq %d, want %d", r.cfg.Type, e.id, ev.ID, ev.Seq, seq+1)
+			}
+			if seq > 0 && seq == from.seq && ev.PrevHash != hash {
+				return 0, fmt.Errorf("aggregates: %s/%s: event %s follows %s, not %s", r.cfg.Type, e.id, ev.ID, ev.PrevHash, hash)
 			}
 			d, err := r.cfg.Codec.Decode(ev.Type, ev.Version, ev.Data)
 			if err != nil {

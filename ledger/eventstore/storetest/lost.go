@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -89,14 +88,8 @@ func (s *LostAnswers) takeLoad(ref eventstore.Ref) bool {
 // LoadType passes through to a store that reads whole aggregate types (the
 // ledger's catalogs need it), losing its answers as Load does.
 func (s *LostAnswers) LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error) {
-	tl, ok := s.Store.(interface {
-		LoadType(ctx context.Context, typ string) ([]eventstore.Commit, error)
-	})
-	if !ok {
-		return nil, errors.New("storetest: the wrapped store cannot load by type")
-	}
 	if s.Lose.Load() {
 		return nil, eventstore.ErrUnavailable
 	}
-	return tl.LoadType(ctx, typ)
+	return loadType(ctx, s.Store, typ)
 }

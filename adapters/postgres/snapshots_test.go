@@ -1,0 +1,174 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
+	"github.com/ledgerd/ledgerd/adapters/postgres"
+	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
+	"github.com/ledgerd/ledgerd/domain/account"
+	"github.com/ledgerd/ledgerd/domain/money"
+	"github.com/ledgerd/ledgerd/domain/pricing"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/aggregates"
+	"github.com/ledgerd/ledgerd/ledger/eventstore"
+	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
+	"github.com/ledgerd/ledgerd/ledger/ids"
+)
+
+// An account is loaded from its latest snapshot, folding only the events
+// after it, into the state a fold from its first event gives; a snapshot
+// that does not fit the stream, or cannot be decoded, is ignored and the
+// account is folded from the start.
+func TestAccountLoadsFromItsSnapshot(t *testing.T) {
+	ctx := context.Background()
+	db, _ := postgrestest.Migrated(t, 4)
+	_, js := natstest.JetStream(t, natstest.Server(t))
+	store, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := postgres.NewSnapshots(db, ledger.TypeAccount)
+	newLedger := func(s eventstore.Store, snapshots aggregates.Snapshots) *ledger.Ledger {
+		l, err := ledger.New(s, ledger.Config{BcryptCost: bcrypt.MinCost, AccountSnapshots: snapshots, SnapshotEvery: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	writer := newLedger(store, snaps)
+	acc, err := writer.CreateAccount(ctx, meta, "snap@example.com", "correct horse", account.PlanAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := writer.TopUp(ctx, meta, acc.ID, money.MustParse("30.00"), fmt.Sprintf("wire-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Enough events for snapshots: a state of about 16 entries is
+	// snapshotted every 64 events.
+	for range 40 {
+		task := ids.Generator{}.New("gen")
+		if _, err := writer.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
+			Input: account.TaskInput{Prompt: "p"}, HoldTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.CompleteTask(ctx, acc.ID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Calls in flight and done, so that holds and keys are in the state.
+	var tasks []string
+	for i := range 3 {
+		task := ids.Generator{}.New("gen")
+		tasks = append(tasks, task)
+		if _, err := writer.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
+			Input: account.TaskInput{Prompt: "p"}, IdempotencyKey: fmt.Sprintf("idem-%d", i), RequestHash: "h", HoldTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := writer.CompleteTask(ctx, acc.ID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Snapshots are written in the background.
+	var snap aggregates.Snapshot
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, ok, err := snaps.Get(ctx, acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && s.Seq >= 20 {
+			snap = s
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot was written: %+v %v", s, ok)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// What a fold from the start shows.
+	view := func(l *ledger.Ledger) string {
+		v, w, err := l.Account(ctx, acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%+v %+v", v, w)
+	}
+	want := view(newLedger(store, nil))
+
+	for _, tc := range []struct {
+		name     string
+		damage   string // SQL run on the snapshot first
+		fromSnap bool
+	}{
+		{"from the snapshot", "", true},
+		{"a snapshot naming another commit", `UPDATE aggregate_snapshots SET hash = 'not-the-hash'`, false},
+		{"a snapshot beyond the stream", `UPDATE aggregate_snapshots SET stream_seq = stream_seq + 1000000`, false},
+		{"an undecodable snapshot", `UPDATE aggregate_snapshots SET state = 'garbage'`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.damage != "" {
+				if _, err := db.ExecContext(ctx, `UPDATE aggregate_snapshots SET stream_seq = ?, seq = ?, hash = ?, state = ?`,
+					snap.StreamSeq, snap.Seq, snap.Hash, snap.State); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.ExecContext(ctx, tc.damage); err != nil {
+					t.Fatal(err)
+				}
+			}
+			log := &storetest.LoadLog{Store: store, Type: ledger.TypeAccount}
+			reader := newLedger(log, snaps)
+			if got := view(reader); got != want {
+				t.Fatalf("loaded %s, want %s", got, want)
+			}
+			afters := log.Afters()
+			if fromSnap := len(afters) == 1 && afters[0] > 0; fromSnap != tc.fromSnap {
+				t.Fatalf("loads read after %v; from the snapshot: %v, want %v", afters, fromSnap, tc.fromSnap)
+			}
+			// It knows the open calls by their keys, as the writer did.
+			again, err := reader.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: ids.Generator{}.New("gen"),
+				Model: pricing.Defaults()[0], Input: account.TaskInput{Prompt: "p"}, IdempotencyKey: "idem-2", RequestHash: "h", HoldTTL: time.Hour})
+			if err != nil || !again.Duplicate || again.TaskID != tasks[2] {
+				t.Fatalf("retry of an open call: %+v, %v; want the call %s", again, err, tasks[2])
+			}
+			// The instance writes on from there: its next commit lands.
+			if _, err := reader.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "after-"+tc.name); err != nil {
+				t.Fatal(err)
+			}
+			want = view(newLedger(store, nil))
+		})
+	}
+}
+
+// A snapshot never replaces a later one: two instances may write them.
+func TestSnapshotsKeepTheLatest(t *testing.T) {
+	ctx := context.Background()
+	db, _ := postgrestest.Migrated(t, 2)
+	snaps := postgres.NewSnapshots(db, ledger.TypeAccount)
+	for _, s := range []aggregates.Snapshot{
+		{StreamSeq: 10, Seq: 5, Hash: "h5", State: []byte("five")},
+		{StreamSeq: 20, Seq: 9, Hash: "h9", State: []byte("nine")},
+		{StreamSeq: 15, Seq: 7, Hash: "h7", State: []byte("seven")},
+	} {
+		if err := snaps.Put(ctx, "acc_x", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, ok, err := snaps.Get(ctx, "acc_x")
+	if err != nil || !ok || got.Seq != 9 || string(got.State) != "nine" {
+		t.Fatalf("stored %+v (%v, %v), want the snapshot at seq 9", got, ok, err)
+	}
+	if _, ok, err := snaps.Get(ctx, "acc_none"); ok || err != nil {
+		t.Fatalf("an account without a snapshot: %v, %v", ok, err)
+	}
+}
