@@ -126,8 +126,9 @@ func TestAccountLoadsFromItsSnapshot(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			log := &storetest.LoadLog{Store: store, Type: ledger.TypeAccount}
-			reader := newLedger(log, snaps)
+			log := &lossyLog{LostAnswers: storetest.LostAnswers{Store: store}}
+			log.LoadLog = storetest.LoadLog{Store: &log.LostAnswers, Type: ledger.TypeAccount}
+			reader := newLedger(&log.LoadLog, snaps)
 			if got := view(reader); got != want {
 				t.Fatalf("loaded %s, want %s", got, want)
 			}
@@ -141,9 +142,18 @@ func TestAccountLoadsFromItsSnapshot(t *testing.T) {
 			if err != nil || !again.Duplicate || again.TaskID != tasks[2] {
 				t.Fatalf("retry of an open call: %+v, %v; want the call %s", again, err, tasks[2])
 			}
-			// The instance writes on from there: its next commit lands.
+			// The instance writes on from there: its next commit lands,
+			// also when its answer is lost and the commit must be looked
+			// for (from the snapshot, which is from before it).
+			log.LoseNextAppend(account.EventToppedUp)
 			if _, err := reader.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "after-"+tc.name); err != nil {
 				t.Fatal(err)
+			}
+			if log.Lost() != 1 {
+				t.Fatalf("%d answers lost, want the top-up's", log.Lost())
+			}
+			if all := log.Afters(); tc.fromSnap && (len(all) != 2 || all[1] == 0) {
+				t.Fatalf("loads read after %v; want the look for the top-up from the snapshot", all)
 			}
 			want = view(newLedger(store, nil))
 		})
@@ -171,4 +181,10 @@ func TestSnapshotsKeepTheLatest(t *testing.T) {
 	if _, ok, err := snaps.Get(ctx, "acc_none"); ok || err != nil {
 		t.Fatalf("an account without a snapshot: %v, %v", ok, err)
 	}
+}
+
+// lossyLog is a store that loses answers on cue and logs its loads.
+type lossyLog struct {
+	storetest.LostAnswers
+	storetest.LoadLog
 }

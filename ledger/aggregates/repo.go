@@ -481,17 +481,16 @@ func (r *Repo[S, E]) reloadFinding(ctx context.Context, e *entry[S, E], commitID
 // load folds the stored events into a state: from the entry's in-memory
 // snapshot if it keeps one (a contended aggregate), else from its stored
 // snapshot, else from the start. If find is set, it returns the stream
-// sequence of the commit with that id, if stored (a commit of this
-// instance's, made after its in-memory snapshot; a stored snapshot, which
-// another instance may have taken after it, is not used then).
+// sequence of the commit with that id, if stored: a commit of this
+// instance's, appended after e.streamSeq, so after its in-memory snapshot;
+// a stored snapshot, which another instance may have taken after it, is
+// used only if it is from before.
 func (r *Repo[S, E]) load(ctx context.Context, e *entry[S, E], find string) (uint64, error) {
 	from, stored := snapshot[S]{state: r.cfg.New(e.id)}, false
 	if e.snap != nil {
 		from = *e.snap
-	} else if find == "" {
-		if s, ok := r.stored(ctx, e); ok {
-			from, stored = s, true
-		}
+	} else if s, ok := r.stored(ctx, e); ok && (find == "" || s.streamSeq <= e.streamSeq) {
+		from, stored = s, true
 	}
 	found, err := r.fold(ctx, e, from, stored, find)
 	if err != nil && stored {

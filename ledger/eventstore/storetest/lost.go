@@ -13,7 +13,8 @@ import (
 // on cue: while Lose is set an append is stored and its caller hears
 // "unavailable", and so does the load that would have found it. LoseNext
 // loses one answer only, that of the next append carrying an event type,
-// and the answer of the load of its aggregate that follows it.
+// and the answer of the load of its aggregate that follows it;
+// LoseNextAppend loses the append's answer alone.
 type LostAnswers struct {
 	eventstore.Store
 	Lose atomic.Bool
@@ -21,6 +22,7 @@ type LostAnswers struct {
 	lost     atomic.Int64
 	mu       sync.Mutex
 	next     string          // event type whose next append's answer is lost
+	andLoad  bool            // and then its aggregate's next load's
 	loseLoad *eventstore.Ref // aggregate whose next load's answer is lost
 }
 
@@ -31,9 +33,15 @@ func (s *LostAnswers) Lost() int64 { return s.lost.Load() }
 // (stored all the same), and of the next load of its aggregate, which
 // would have found it: the writer cannot tell that it was stored until it
 // loads the aggregate again.
-func (s *LostAnswers) LoseNext(typ string) {
+func (s *LostAnswers) LoseNext(typ string) { s.loseNext(typ, true) }
+
+// LoseNextAppend loses the answer of the next append with an event of type
+// typ (stored all the same); the load that follows finds it.
+func (s *LostAnswers) LoseNextAppend(typ string) { s.loseNext(typ, false) }
+
+func (s *LostAnswers) loseNext(typ string, andLoad bool) {
 	s.mu.Lock()
-	s.next = typ
+	s.next, s.andLoad = typ, andLoad
 	s.mu.Unlock()
 }
 
@@ -58,8 +66,10 @@ func (s *LostAnswers) takeNext(a []eventstore.Append) bool {
 		for _, e := range ap.Commit.Events {
 			if e.Type == s.next {
 				s.next = ""
-				ref := ap.Commit.Aggregate
-				s.loseLoad = &ref
+				if s.andLoad {
+					ref := ap.Commit.Aggregate
+					s.loseLoad = &ref
+				}
 				return true
 			}
 		}
