@@ -29,13 +29,7 @@ func TestRetryOfARefusedCallOverHTTP(t *testing.T) {
 		{"the refused call released by the sweeper", "100ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var store *storetest.LostAnswers
-			e := newChargingEnvWith(t, map[string]string{"LEDGER_SWEEP_INTERVAL": tc.sweep}, func(c *Config) {
-				c.wrapStore = func(s eventstore.Store) eventstore.Store {
-					store = &storetest.LostAnswers{Store: s}
-					return store
-				}
-			})
+			e, store := lossyChargingEnv(t, map[string]string{"LEDGER_SWEEP_INTERVAL": tc.sweep})
 			e.topUp("10.00", "fund")
 			key, _ := newKey(t, e.cust, map[string]any{"name": "k"})
 			c := withKey(e.anon, key)

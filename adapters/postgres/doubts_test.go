@@ -25,16 +25,24 @@ import (
 
 var meta = ledger.Meta{Actor: "usr_admin", CorrelationID: "req_test"}
 
-// doubtEnv is a migrated database and an event store whose answers are
-// lost on demand, with the ledger instances to put on them.
-func doubtEnv(t *testing.T) (*bun.DB, *storetest.LostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
+// commandSide is a migrated database and an event store on a real
+// JetStream server: what the command side runs on.
+func commandSide(t *testing.T) (*bun.DB, eventstore.Store) {
 	t.Helper()
 	db, _ := postgrestest.Migrated(t, 4)
 	_, js := natstest.JetStream(t, natstest.Server(t))
-	real, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
+	store, err := eventstore.OpenJetStream(context.Background(), js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, store
+}
+
+// doubtEnv is the command side with an event store whose answers are lost
+// on demand, and the ledger instances to put on them.
+func doubtEnv(t *testing.T) (*bun.DB, *storetest.LostAnswers, func(owner string, doubts ledger.Doubts) *ledger.Ledger) {
+	t.Helper()
+	db, real := commandSide(t)
 	store := &storetest.LostAnswers{Store: real}
 	return db, store, func(owner string, doubts ledger.Doubts) *ledger.Ledger {
 		l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, Owner: owner, Doubts: doubts})

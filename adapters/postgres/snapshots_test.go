@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ledgerd/ledgerd/adapters/natsembed/natstest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
 	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
@@ -28,12 +26,7 @@ import (
 // account is folded from the start.
 func TestAccountLoadsFromItsSnapshot(t *testing.T) {
 	ctx := context.Background()
-	db, _ := postgrestest.Migrated(t, 4)
-	_, js := natstest.JetStream(t, natstest.Server(t))
-	store, err := eventstore.OpenJetStream(ctx, js, eventstore.JetStreamConfig{Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, store := commandSide(t)
 	snaps := postgres.NewSnapshots(db, ledger.TypeAccount)
 	newLedger := func(s eventstore.Store, snapshots aggregates.Snapshots) *ledger.Ledger {
 		l, err := ledger.New(s, ledger.Config{BcryptCost: bcrypt.MinCost, AccountSnapshots: snapshots, SnapshotEvery: 20})
