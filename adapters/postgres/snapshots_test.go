@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/ledgerd/ledgerd/adapters/pgembed/pgtest"
 	"github.com/ledgerd/ledgerd/adapters/postgres"
 	"github.com/ledgerd/ledgerd/adapters/postgres/postgrestest"
 	"github.com/ledgerd/ledgerd/domain/account"
@@ -180,4 +181,37 @@ func TestSnapshotsKeepTheLatest(t *testing.T) {
 type lossyLog struct {
 	storetest.LostAnswers
 	storetest.LoadLog
+}
+
+// With Postgres down, accounts are folded from their first event and
+// written as ever: snapshots are a cache.
+func TestSnapshotsDownChangeNothing(t *testing.T) {
+	ctx := context.Background()
+	_, store := commandSide(t)
+	down, err := postgres.Open(ctx, pgtest.NewDatabase(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost,
+		AccountSnapshots: postgres.NewSnapshots(down, ledger.TypeAccount), SnapshotEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := l.CreateAccount(ctx, meta, "down@example.com", "correct horse", account.PlanAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("wire-%d", i)); err != nil {
+			t.Fatalf("top-up with the snapshot store down: %v", err)
+		}
+	}
+	fresh, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, AccountSnapshots: postgres.NewSnapshots(down, ledger.TypeAccount)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, w, err := fresh.Account(ctx, acc.ID); err != nil || !w.Available.Equal(money.MustParse("50.00")) {
+		t.Fatalf("loaded with the snapshot store down: %+v, %v; want 50.00 available", w, err)
+	}
 }
