@@ -394,7 +394,7 @@ func (a *App) startHTTP(ctx context.Context, js jetstream.JetStream) error {
 		OpenSignup: a.cfg.OpenSignup, SignupsPerHour: a.cfg.SignupsPerHour,
 		Commands: a.Ledger, Reads: a.reader, Projections: a.Projs,
 		Tasks: a.Runner, Timing: a.timing, Idempotency: idem, WebhookSecret: a.webhookSecret,
-		Finance: finance{store: a.store, js: js, reader: a.reader}, Replay: a.Replayer,
+		Finance: finance{store: a.store, js: js, reader: a.reader, states: postgres.NewSnapshots(a.db, ledger.TypeAccount)}, Replay: a.Replayer,
 		Files: http.StripPrefix("/files", a.local.FileServer()), Media: a.media.Handler(), FalWebhooks: a.falWebhooks(),
 		Keys: a.Keys, AllowQueryKey: a.cfg.AllowQueryKey, TrustedProxies: a.cfg.TrustedProxies,
 		Sessions: sessions, Logger: a.log, Registry: reg, Currency: a.cfg.Currency,

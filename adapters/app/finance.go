@@ -21,6 +21,7 @@ type finance struct {
 	store  *eventstore.JetStream
 	js     jetstream.JetStream
 	reader *projections.Reader
+	states audit.StoredStates
 }
 
 func (f finance) AccountEvents(ctx context.Context, accountID string, fn func(eventstore.Event) error) error {
@@ -42,7 +43,7 @@ func (f finance) BalanceAsOf(ctx context.Context, accountID string, asOf time.Ti
 }
 
 func (f finance) Verify(ctx context.Context, accountID string) (audit.Report, error) {
-	return audit.Verify(ctx, f.store, f.reader, accountID)
+	return audit.Verify(ctx, f.store, f.reader, f.states, accountID)
 }
 
 func (f finance) Head(ctx context.Context) (uint64, error) { return f.store.Head(ctx) }

@@ -36,7 +36,7 @@ func TestFinance(t *testing.T) {
 		return r.Status == 200 && r.Body["ok"] == true
 	})
 	r := fin.do("GET", "/api/admin/verify?account="+e.acc, nil)
-	if r.Body["ok"] != true || len(r.Body["checks"].([]any)) != 7 {
+	if r.Body["ok"] != true || len(r.Body["checks"].([]any)) != 8 {
 		t.Fatalf("verify one account: %s", r.Raw)
 	}
 

@@ -255,3 +255,24 @@ func (s *Snapshots) Put(ctx context.Context, id string, snap aggregates.Snapshot
 		s.typ, id, snap.StreamSeq, snap.Seq, snap.Hash, snap.State)
 	return err
 }
+
+// Positions is the stream position of each snapshot (of one aggregate if
+// id is set): what an audit folds to, to compare.
+func (s *Snapshots) Positions(ctx context.Context, id string) (map[string]uint64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT aggregate_id, stream_seq FROM aggregate_snapshots
+		WHERE aggregate_type = ? AND (? = '' OR aggregate_id = ?)`, s.typ, id, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var aid string
+		var seq uint64
+		if err := rows.Scan(&aid, &seq); err != nil {
+			return nil, err
+		}
+		out[aid] = seq
+	}
+	return out, rows.Err()
+}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/pricing"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/ledger/aggregates"
+	"github.com/ledgerd/ledgerd/ledger/audit"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 	"github.com/ledgerd/ledgerd/ledger/eventstore/storetest"
 	"github.com/ledgerd/ledgerd/ledger/ids"
@@ -213,5 +215,79 @@ func TestSnapshotsDownChangeNothing(t *testing.T) {
 	}
 	if _, w, err := fresh.Account(ctx, acc.ID); err != nil || !w.Available.Equal(money.MustParse("50.00")) {
 		t.Fatalf("loaded with the snapshot store down: %+v, %v; want 50.00 available", w, err)
+	}
+}
+
+// The audit compares every account snapshot with a fresh fold of the
+// account's events at the snapshot's position, and tells a snapshot that
+// differs from it.
+func TestAuditComparesSnapshotsWithTheFold(t *testing.T) {
+	ctx := context.Background()
+	db, store := commandSide(t)
+	snaps := postgres.NewSnapshots(db, ledger.TypeAccount)
+	l, err := ledger.New(store, ledger.Config{BcryptCost: bcrypt.MinCost, AccountSnapshots: snaps, SnapshotEvery: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := l.CreateAccount(ctx, meta, "audited@example.com", "correct horse", account.PlanAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "wire"); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		task := ids.Generator{}.New("gen")
+		if _, err := l.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
+			Input: account.TaskInput{Prompt: "p"}, HoldTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CompleteTask(ctx, acc.ID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var snap aggregates.Snapshot
+	for deadline := time.Now().Add(10 * time.Second); snap.Seq < 10; {
+		s, _, err := snaps.Get(ctx, acc.ID)
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("no snapshot past event 10: %+v %v", s, err)
+		}
+		snap = s
+		time.Sleep(10 * time.Millisecond)
+	}
+	verify := func() audit.Check {
+		t.Helper()
+		rep, err := audit.Verify(ctx, store.(audit.Source), nil, snaps, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range rep.Checks {
+			if c.Name == "account_snapshots" {
+				return c
+			}
+		}
+		t.Fatalf("no account_snapshots check in %+v", rep.Checks)
+		return audit.Check{}
+	}
+	if c := verify(); !c.OK || !strings.HasPrefix(c.Detail, "1 account snapshot") {
+		t.Fatalf("a true snapshot: %+v", c)
+	}
+	for name, damage := range map[string]string{
+		"another balance":   `UPDATE aggregate_snapshots SET state = convert_to(replace(convert_from(state, 'UTF8'), '"available":"', '"available":"1'), 'UTF8')`,
+		"another hash":      `UPDATE aggregate_snapshots SET hash = 'not-the-hash'`,
+		"beyond the stream": `UPDATE aggregate_snapshots SET stream_seq = stream_seq + 1000000`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := db.ExecContext(ctx, `UPDATE aggregate_snapshots SET stream_seq = ?, seq = ?, hash = ?, state = ?`,
+				snap.StreamSeq, snap.Seq, snap.Hash, snap.State); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, damage); err != nil {
+				t.Fatal(err)
+			}
+			if c := verify(); c.OK {
+				t.Fatalf("a damaged snapshot passed: %+v", c)
+			}
+		})
 	}
 }

@@ -1,7 +1,8 @@
 // Package audit proves the ledger from its events: balances as they stood
 // at any time, and verification that the hash chains are intact, every
-// transaction balances, no balance ever went below zero, and every read
-// model equals a fresh fold of the events.
+// transaction balances, no balance ever went below zero, every read
+// model equals a fresh fold of the events, and so does every snapshot the
+// command side loads accounts from.
 package audit
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/ledgerd/ledgerd/domain/journal"
 	"github.com/ledgerd/ledgerd/domain/money"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/ledger/aggregates"
 	"github.com/ledgerd/ledgerd/ledger/eventstore"
 )
 
@@ -111,6 +113,15 @@ type ReadModels interface {
 	Snapshot(ctx context.Context, accountID string) (Snapshot, error)
 }
 
+// StoredStates are the command side's snapshots of accounts' states
+// (aggregates.Snapshots), which it loads accounts from.
+type StoredStates interface {
+	// Positions is the stream position of each account's snapshot (of one
+	// account if accountID is set).
+	Positions(ctx context.Context, accountID string) (map[string]uint64, error)
+	Get(ctx context.Context, id string) (aggregates.Snapshot, bool, error)
+}
+
 // fold is one account's state folded from its events.
 type fold struct {
 	seq  uint64
@@ -162,7 +173,7 @@ func joinTrunc(xs []string) string {
 
 // Verify checks every aggregate's events (or one account's, if accountID
 // is set) and compares the read models with a fresh fold of them.
-func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (Report, error) {
+func Verify(ctx context.Context, src Source, rm ReadModels, stored StoredStates, accountID string) (Report, error) {
 	var chains, balanced, negative problems
 	rep := Report{}
 	codecs := ledger.AccountCodec()
@@ -199,6 +210,10 @@ func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (R
 			marks = marks[1:]
 		}
 	}
+	states, err := newStateCheck(ctx, stored, accountID)
+	if err != nil {
+		return Report{}, err
+	}
 	typ, id := "", ""
 	if accountID != "" {
 		typ, id = ledger.TypeAccount, accountID
@@ -228,7 +243,9 @@ func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (R
 				continue
 			}
 			foldEvent(f, c.Aggregate.ID, ev, d, &balanced, &negative)
+			states.apply(c.Aggregate.ID, d)
 		}
+		states.reached(c)
 		return nil
 	})
 	if err != nil {
@@ -247,6 +264,9 @@ func Verify(ctx context.Context, src Source, rm ReadModels, accountID string) (R
 	}
 	if rm != nil {
 		rep.Checks = append(rep.Checks, compare(snap, at)...)
+	}
+	if stored != nil {
+		rep.Checks = append(rep.Checks, states.check(ctx))
 	}
 	rep.OK = true
 	for _, c := range rep.Checks {

@@ -71,7 +71,7 @@ func check(r Report, name string) Check {
 }
 
 func TestVerifyIntactHistory(t *testing.T) {
-	r, err := Verify(context.Background(), history(t), nil, "")
+	r, err := Verify(context.Background(), history(t), nil, nil, "")
 	if err != nil || !r.OK || r.Events != 5 {
 		t.Fatalf("verify = %+v, %v", r, err)
 	}
@@ -81,7 +81,7 @@ func TestVerifyFindsAnEditedAmount(t *testing.T) {
 	src := history(t)
 	// Someone changes the second top-up from 5.00 to 50.00 after the fact.
 	src[2].Events[0].Data = json.RawMessage(strings.Replace(string(src[2].Events[0].Data), `"5.00"`, `"50.00"`, -1))
-	r, err := Verify(context.Background(), src, nil, "")
+	r, err := Verify(context.Background(), src, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestVerifyFindsAForgedChainThatDoesNotBalance(t *testing.T) {
 		hash = eventstore.Chain(seq, hash, src[i].Events)
 		seq++
 	}
-	r, _ := Verify(context.Background(), src, nil, "")
+	r, _ := Verify(context.Background(), src, nil, nil, "")
 	if c := check(r, "hash_chains"); !c.OK {
 		t.Fatalf("rehashed chain reported broken: %+v", c)
 	}
