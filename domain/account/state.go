@@ -16,8 +16,9 @@ import (
 // cannot be read (another version, damaged) is ignored and the account is
 // folded from the start.
 
-// stateVersion changes whenever the state's shape does; snapshots of any
-// other version are not read.
+// stateVersion changes whenever the state's shape does, or the way an
+// event folds into it (a fix to Apply): snapshots of any other version
+// are not read, so every account is folded again from its events.
 const stateVersion = 1
 
 type stateJSON struct {
