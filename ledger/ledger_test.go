@@ -489,3 +489,36 @@ func TestLoadOutlastsTheAppendBound(t *testing.T) {
 		t.Fatalf("top-up of an account slower to load than an append may take: %v", err)
 	}
 }
+
+// hungSnapshots is a snapshot store that never answers (a Postgres that
+// hangs).
+type hungSnapshots struct{}
+
+func (hungSnapshots) Get(ctx context.Context, _ string) (aggregates.Snapshot, bool, error) {
+	<-ctx.Done()
+	return aggregates.Snapshot{}, false, ctx.Err()
+}
+
+func (hungSnapshots) Put(ctx context.Context, _ string, _ aggregates.Snapshot) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestHungSnapshotStoreHoldsNothingUp: with the snapshot store not
+// answering, accounts are loaded from their events after a short wait and
+// written as ever: charging does not depend on where snapshots live.
+func TestHungSnapshotStoreHoldsNothingUp(t *testing.T) {
+	e := newEnv(t)
+	acc := createAccount(t, e.l, "hung@example.com")
+	l, err := ledger.New(e.store, ledger.Config{BcryptCost: bcrypt.MinCost, AccountSnapshots: hungSnapshots{}, SnapshotEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("hung-%d", i)); err != nil {
+			t.Fatalf("top-up with the snapshot store hung: %v", err)
+		}
+	}
+}

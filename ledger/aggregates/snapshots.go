@@ -39,6 +39,10 @@ type stateSizer interface {
 	StateSize() int
 }
 
+// snapshotReadTimeout bounds reading a snapshot; past it the aggregate is
+// folded from the start.
+const snapshotReadTimeout = time.Second
+
 // snapshotEvery is the default number of events between snapshots: a load
 // then folds at most about 60 ms of events on top of its snapshot.
 const snapshotEvery = 10_000
@@ -49,7 +53,11 @@ func (r *Repo[S, E]) stored(ctx context.Context, e *entry[S, E]) (snapshot[S], b
 	if r.cfg.Snapshots == nil || r.cfg.DecodeState == nil {
 		return snapshot[S]{}, false
 	}
-	s, ok, err := r.cfg.Snapshots.Get(ctx, e.id)
+	// Snapshots live apart from the stream (in Postgres): a store that
+	// hangs must not hold loads, and so charging, up with it.
+	gctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
+	s, ok, err := r.cfg.Snapshots.Get(gctx, e.id)
+	cancel()
 	if err != nil {
 		r.cfg.Logger.Warn("reading an aggregate snapshot; folding from the start", "type", r.cfg.Type, "id", e.id, "err", err)
 		return snapshot[S]{}, false
