@@ -49,8 +49,9 @@ var verifyCommand = &command{
 	synopsis: "[--account ACC]",
 	summary:  "Verify the ledger's integrity",
 	text: `Checks that the hash chains are intact, every transaction balances, no balance
-went below zero and the read models equal a fold of the events, for every
-account or for one. Exits with status 1 if any check fails.`,
+went below zero, and the read models and the command side's account snapshots
+equal a fold of the events, for every account or for one. Exits with status 1
+if any check fails.`,
 	examples: []string{
 		"ledgerctl verify",
 		"ledgerctl verify --account acc_123",
