@@ -209,13 +209,7 @@ func TestTwoInstancesHammerOneAccount(t *testing.T) {
 	for err := range errs {
 		t.Errorf("top-up refused: %v", err)
 	}
-	_, w, err := newLedger(t, e.store).Account(ctx, acc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := money.MustParse("7200.00"); !w.Available.Equal(want) {
-		t.Fatalf("available = %s, want %s", w.Available, want)
-	}
+	wantAvailable(t, e.store, acc.ID, money.MustParse("7200.00"))
 }
 
 func TestTopUpRejectionsChangeNothing(t *testing.T) {
@@ -384,14 +378,7 @@ func TestBusyInstanceYieldsToAStarvedOne(t *testing.T) {
 	for err := range errs {
 		t.Errorf("top-up on the busy instance: %v", err)
 	}
-	_, w, err := newLedger(t, e.store).Account(ctx, acc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := money.FromCents(1000 * (busyCount.Load() + calls))
-	if !w.Available.Equal(want) {
-		t.Fatalf("available %s, want %s (%d top-ups on the busy instance, %d on the other)", w.Available, want, busyCount.Load(), calls)
-	}
+	wantAvailable(t, e.store, acc.ID, money.FromCents(1000*(busyCount.Load()+calls)))
 }
 
 // turns passes one instance's requests for a turn straight to another, as
@@ -520,5 +507,18 @@ func TestHungSnapshotStoreHoldsNothingUp(t *testing.T) {
 		if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), fmt.Sprintf("hung-%d", i)); err != nil {
 			t.Fatalf("top-up with the snapshot store hung: %v", err)
 		}
+	}
+}
+
+// wantAvailable fails unless the account, folded afresh from the store,
+// has want available.
+func wantAvailable(t *testing.T, store eventstore.Store, accountID string, want money.Amount) {
+	t.Helper()
+	_, w, err := newLedger(t, store).Account(context.Background(), accountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Available.Equal(want) {
+		t.Fatalf("available = %s, want %s", w.Available, want)
 	}
 }

@@ -50,16 +50,7 @@ func TestAccountLoadsFromItsSnapshot(t *testing.T) {
 	}
 	// Enough events for snapshots: a state of about 16 entries is
 	// snapshotted every 64 events.
-	for range 40 {
-		task := ids.Generator{}.New("gen")
-		if _, err := writer.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
-			Input: account.TaskInput{Prompt: "p"}, HoldTTL: time.Hour}); err != nil {
-			t.Fatal(err)
-		}
-		if err := writer.CompleteTask(ctx, acc.ID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	chargeCalls(t, writer, acc.ID, 40)
 	// Calls in flight and done, so that holds and keys are in the state.
 	var tasks []string
 	for i := range 3 {
@@ -75,23 +66,7 @@ func TestAccountLoadsFromItsSnapshot(t *testing.T) {
 			}
 		}
 	}
-	// Snapshots are written in the background.
-	var snap aggregates.Snapshot
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, ok, err := snaps.Get(ctx, acc.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok && s.Seq >= 20 {
-			snap = s
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no snapshot was written: %+v %v", s, ok)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	snap := snapshotPast(t, snaps, acc.ID, 20)
 	// What a fold from the start shows.
 	view := func(l *ledger.Ledger) string {
 		v, w, err := l.Account(ctx, acc.ID)
@@ -236,25 +211,8 @@ func TestAuditComparesSnapshotsWithTheFold(t *testing.T) {
 	if _, err := l.TopUp(ctx, meta, acc.ID, money.MustParse("10.00"), "wire"); err != nil {
 		t.Fatal(err)
 	}
-	for range 8 {
-		task := ids.Generator{}.New("gen")
-		if _, err := l.Reserve(ctx, meta, acc.ID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
-			Input: account.TaskInput{Prompt: "p"}, HoldTTL: time.Hour}); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.CompleteTask(ctx, acc.ID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var snap aggregates.Snapshot
-	for deadline := time.Now().Add(10 * time.Second); snap.Seq < 10; {
-		s, _, err := snaps.Get(ctx, acc.ID)
-		if err != nil || time.Now().After(deadline) {
-			t.Fatalf("no snapshot past event 10: %+v %v", s, err)
-		}
-		snap = s
-		time.Sleep(10 * time.Millisecond)
-	}
+	chargeCalls(t, l, acc.ID, 8)
+	snap := snapshotPast(t, snaps, acc.ID, 10)
 	verify := func() audit.Check {
 		t.Helper()
 		rep, err := audit.Verify(ctx, store.(audit.Source), nil, snaps, "")
@@ -289,5 +247,41 @@ func TestAuditComparesSnapshotsWithTheFold(t *testing.T) {
 				t.Fatalf("a damaged snapshot passed: %+v", c)
 			}
 		})
+	}
+}
+
+// chargeCalls makes n calls on accountID, each reserved and captured.
+func chargeCalls(t *testing.T, l *ledger.Ledger, accountID string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for range n {
+		task := ids.Generator{}.New("gen")
+		if _, err := l.Reserve(ctx, meta, accountID, account.TaskRequest{TaskID: task, Model: pricing.Defaults()[0],
+			Input: account.TaskInput{Prompt: "p"}, HoldTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CompleteTask(ctx, accountID, task, account.TaskOutput{ImageURL: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// snapshotPast waits for accountID's stored snapshot to reach event seq
+// (snapshots are written in the background) and returns it.
+func snapshotPast(t *testing.T, snaps *postgres.Snapshots, accountID string, seq uint64) aggregates.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, ok, err := snaps.Get(context.Background(), accountID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && s.Seq >= seq {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot past event %d: %+v %v", seq, s, ok)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
