@@ -1,5 +1,6 @@
-// Package migrations holds the read-model schema as numbered SQL files,
-// embedded in the binary and applied by bun's migrator.
+// Package migrations holds the Postgres schema (the read models, and the
+// command side's reservations in doubt and account snapshots) as numbered
+// SQL files, embedded in the binary and applied by bun's migrator.
 package migrations
 
 import (
